@@ -1,0 +1,79 @@
+//! Where key-value data comes from. Every backend answers two questions behind one
+//! trait: "every key these selectors select, at one revision" ([`Backend::snapshot`])
+//! and "what changed after that revision" ([`Backend::watch`]). The daemon keeps the
+//! mirror and decides what to re-apply; a backend only reads and reports.
+//!
+//! - [`file`]: YAML, JSON and TOML files or directories (confd's `file`).
+//! - [`env`]: environment variables with confd's name mapping.
+//! - [`etcd`]: etcd v3.
+
+pub mod env;
+pub mod etcd;
+pub mod file;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::mirror::Snapshot;
+
+/// A boxed future, so that [`Backend`] stays usable as `dyn Backend`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One key changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+/// What a watch reports, in revision order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Events committed at `revision`, to apply to the mirror in order.
+    Events { revision: i64, events: Vec<Event> },
+    /// The whole selected key space again (after a compaction, or for backends that
+    /// cannot report single events): replace the mirror with it.
+    Reset(Snapshot),
+}
+
+/// Why a backend call failed. The daemon retries [`BackendError::Transient`] with
+/// backoff and gives up on [`BackendError::Fatal`].
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Worth retrying: the server is away, a request timed out, a leader changed.
+    #[error("{backend}: {message}")]
+    Transient { backend: &'static str, message: String },
+    /// Retrying will not help: bad credentials, a malformed data file, a bad setting.
+    #[error("{backend}: {message}")]
+    Fatal { backend: &'static str, message: String },
+}
+
+impl BackendError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Transient { .. })
+    }
+}
+
+pub trait Backend: Send + Sync {
+    /// The name used in logs and errors (`etcdv3`, `file`, `env`).
+    fn name(&self) -> &'static str;
+
+    /// Every key that `selectors` select (see [`crate::keys::selects`]), read as one
+    /// consistent snapshot. Keys are absolute (`/app/db/host`).
+    fn snapshot<'a>(&'a self, selectors: &'a [String]) -> BoxFuture<'a, Result<Snapshot, BackendError>>;
+
+    /// Sends every change to the selected keys after revision `after` to `changes`,
+    /// in revision order, until `shutdown` is cancelled or `changes` is closed.
+    /// Returns `Ok(())` on shutdown; an error when the watch broke and the caller
+    /// must resume it (from the last revision it applied).
+    fn watch<'a>(
+        &'a self,
+        selectors: &'a [String],
+        after: i64,
+        changes: mpsc::Sender<Change>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, Result<(), BackendError>>;
+}

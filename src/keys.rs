@@ -1,0 +1,104 @@
+//! Key paths as confd treats them: joining a prefix and a key, the rule that a key
+//! selects itself and everything below it (`/app/db` selects `/app/db/host`, never
+//! `/app/dbx`), and merging the selectors of many resources into the fewest ranges a
+//! backend has to read or watch.
+//!
+//! Parsing templates or talking to a backend is left to others; this is pure logic.
+
+/// Joins key paths the way Go's `path.Join("/", a, b)` does: one leading `/`, no
+/// trailing `/`, no empty segments. `join("/app/", "/db/")` is `/app/db`, and
+/// `join("", "")` is `/`.
+pub fn join(prefix: &str, key: &str) -> String {
+    let mut out = String::with_capacity(prefix.len() + key.len() + 1);
+    for segment in prefix.split('/').chain(key.split('/')) {
+        if segment.is_empty() || segment == "." {
+            continue;
+        }
+        out.push('/');
+        out.push_str(segment);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
+}
+
+/// Whether `selector` selects `key`: the key itself or anything below it.
+/// The root selector `/` selects every key.
+pub fn selects(selector: &str, key: &str) -> bool {
+    if selector == "/" {
+        return key.starts_with('/');
+    }
+    match key.strip_prefix(selector) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The key a template sees for an absolute `key` under `prefix`: confd's
+/// `path.Join("/", strings.TrimPrefix(key, prefix))`.
+pub fn relative(prefix: &str, key: &str) -> String {
+    if prefix == "/" {
+        return join("", key);
+    }
+    join("", key.strip_prefix(prefix).unwrap_or(key))
+}
+
+/// The selectors of many resources reduced to the fewest that select the same keys:
+/// sorted, and without any selector that another one already covers.
+pub fn merge(selectors: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut all: Vec<String> = selectors.into_iter().collect();
+    all.sort();
+    all.dedup();
+    let mut merged: Vec<String> = Vec::with_capacity(all.len());
+    // After sorting, a covering selector comes before everything it covers, except
+    // that siblings such as `/a-b` sort between `/a` and `/a/x`: compare against every
+    // kept selector that is a string prefix, not only the last one.
+    for s in all {
+        if !merged.iter().rev().any(|m| selects(m, &s)) {
+            merged.push(s);
+        }
+    }
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_normalizes_slashes() {
+        assert_eq!(join("/app/", "/db/"), "/app/db");
+        assert_eq!(join("app", "db"), "/app/db");
+        assert_eq!(join("", ""), "/");
+        assert_eq!(join("/", "/"), "/");
+        assert_eq!(join("//a//b", ""), "/a/b");
+    }
+
+    #[test]
+    fn a_key_selects_itself_and_below_but_not_siblings() {
+        assert!(selects("/app/db", "/app/db"));
+        assert!(selects("/app/db", "/app/db/host"));
+        assert!(!selects("/app/db", "/app/dbx"));
+        assert!(!selects("/app/db", "/app/db-x"));
+        assert!(selects("/", "/anything/at/all"));
+    }
+
+    #[test]
+    fn relative_strips_the_prefix() {
+        assert_eq!(relative("/app", "/app/db/host"), "/db/host");
+        assert_eq!(relative("/", "/db/host"), "/db/host");
+        assert_eq!(relative("/app", "/app"), "/");
+    }
+
+    #[test]
+    fn merge_drops_covered_selectors() {
+        let m = merge(
+            ["/a/x", "/a", "/a-b", "/b", "/a/y/z", "/b"]
+                .into_iter()
+                .map(String::from),
+        );
+        assert_eq!(m, vec!["/a", "/a-b", "/b"]);
+        assert_eq!(merge(["/x".to_string(), "/".to_string()]), vec!["/"]);
+    }
+}

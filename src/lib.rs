@@ -1,0 +1,36 @@
+//! conflux turns key-value data (etcd v3, files, environment variables) into local
+//! config files: it renders Tera templates, checks the result with the service's own
+//! validator, swaps it in atomically and reloads the service. It is a drop-in for confd.
+//!
+//! # Layout
+//!
+//! ```text
+//! backend (etcd | file | env) ──changes──► mirror (keys at one revision)
+//!                                            │ snapshot
+//! interval tick / SIGHUP / change ──► scheduler ──(resource, store)──► pipeline ──► outcome
+//!                                                  render → compare → stage → check → swap → reload
+//! ```
+//!
+//! - [`cli`]: flags, with confd's single-dash spelling accepted.
+//! - [`config`]: `conflux.toml` + `CONFLUX_*` environment + flags → one validated [`config::Config`].
+//! - [`resource`]: `conf.d/**/*.toml` → validated [`resource::Resource`]s.
+//! - [`keys`]: key paths, selectors and the ranges a set of resources needs.
+//! - [`mirror`]: the key space at one revision, and the per-resource [`store::Store`] views of it.
+//! - [`store`]: the prefix-relative keys one template sees, with confd's lookups.
+//! - [`backend`]: the [`backend::Backend`] trait and its `etcd`, `file` and `env` implementations.
+//! - [`template`]: Tera set-up with autoescape off and the confd function set.
+//! - [`command`]: check and reload commands: shell line, timeout, process group.
+//! - [`pipeline`]: one resource, one pass.
+//! - [`run`]: one-shot runs and the mapping of results to exit codes.
+
+pub mod backend;
+pub mod cli;
+pub mod command;
+pub mod config;
+pub mod keys;
+pub mod mirror;
+pub mod pipeline;
+pub mod resource;
+pub mod run;
+pub mod store;
+pub mod template;

@@ -1,0 +1,1 @@
+//! One resource, one pass: render → compare → stage → check → swap → reload.

@@ -1,0 +1,1 @@
+//! Tera set-up.
