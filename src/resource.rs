@@ -1,10 +1,19 @@
 //! Template resources: `<confdir>/conf.d/**/*.toml` files, each with confd's
-//! `[template]` table, parsed into `RawResource` and validated into [`Resource`].
-//! Code that holds a `Resource` never re-checks it.
+//! `[template]` table, parsed into [`RawResource`] (shaped like the file) and validated
+//! into [`Resource`]. Code that holds a `Resource` never re-checks it.
+//!
+//! A broken resource file is reported and skipped; the others still load (confd
+//! aborts them all). Rendering, writing and running commands are the pipeline's.
 
-use std::path::PathBuf;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
-use crate::command::Command;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::command::{Command, DEFAULT_TIMEOUT};
+use crate::keys;
 
 /// One validated template resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,4 +38,495 @@ pub struct Resource {
     pub gid: Option<u32>,
     pub check: Option<Command>,
     pub reload: Option<Command>,
+    /// The coalescing window as written (`"<min>[:<max>]"`); `None` uses the global default.
+    pub wait: Option<String>,
+}
+
+/// A resource file that could not be used. Its Display names the file, and the line
+/// and key where that is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("resource {}: {message}", file.display())]
+pub struct ResourceError {
+    pub file: PathBuf,
+    pub message: String,
+}
+
+/// A resource file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawResource {
+    template: RawTemplate,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTemplate {
+    src: Spanned<String>,
+    dest: Spanned<String>,
+    #[serde(default)]
+    keys: Vec<String>,
+    #[serde(default)]
+    prefix: String,
+    mode: Option<Spanned<String>>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    owner: Option<Spanned<String>>,
+    group: Option<Spanned<String>>,
+    check_cmd: Option<String>,
+    reload_cmd: Option<String>,
+    check_timeout: Option<Spanned<String>>,
+    reload_timeout: Option<Spanned<String>>,
+    wait: Option<String>,
+}
+
+/// Where resources are read from and what they are joined with.
+#[derive(Debug, Clone)]
+pub struct Layout<'a> {
+    pub confdir: &'a Path,
+    /// The global prefix (`/` when none).
+    pub prefix: &'a str,
+}
+
+impl Layout<'_> {
+    fn conf_d(&self) -> PathBuf {
+        self.confdir.join("conf.d")
+    }
+
+    fn templates(&self) -> PathBuf {
+        self.confdir.join("templates")
+    }
+}
+
+/// Every resource under `<confdir>/conf.d`, in lexical order of their paths, and the
+/// files that could not be used. Only a missing or unreadable `conf.d` is an `Err`.
+pub fn load_all(layout: &Layout) -> Result<(Vec<Resource>, Vec<ResourceError>), ResourceError> {
+    let conf_d = layout.conf_d();
+    let files = find_resource_files(&conf_d)?;
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match load_one(layout, &conf_d, &file) {
+            Ok(r) => resources.push(r),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((resources, errors))
+}
+
+/// Every `*.toml` under `dir`, recursively, symlinks followed (a symlink loop is
+/// walked once), sorted by path.
+fn find_resource_files(dir: &Path) -> Result<Vec<PathBuf>, ResourceError> {
+    let mut files = Vec::new();
+    let mut seen = HashSet::new();
+    walk(dir, &mut seen, &mut files).map_err(|e| ResourceError {
+        file: dir.to_path_buf(),
+        message: format!("cannot read the resource directory: {e}"),
+    })?;
+    files.sort();
+    Ok(files)
+}
+
+fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    if !seen.insert(dir.canonicalize()?) {
+        return Ok(());
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        // metadata() follows symlinks, unlike DirEntry::file_type (confd #741).
+        let Ok(meta) = std::fs::metadata(&path) else {
+            continue; // a dangling symlink
+        };
+        if meta.is_dir() {
+            walk(&path, seen, files)?;
+        } else if path.extension().is_some_and(|e| e == "toml") {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn load_one(layout: &Layout, conf_d: &Path, file: &Path) -> Result<Resource, ResourceError> {
+    let fail = |message: String| ResourceError {
+        file: file.to_path_buf(),
+        message,
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
+    let raw: RawResource =
+        toml::from_str(&text).map_err(|e| fail(crate::config::toml_error_message(&e)))?;
+    let name = file
+        .strip_prefix(conf_d)
+        .unwrap_or(file)
+        .to_string_lossy()
+        .into_owned();
+    validate(layout, name, file, &text, raw.template).map_err(fail)
+}
+
+fn validate(
+    layout: &Layout,
+    name: String,
+    file: &Path,
+    text: &str,
+    t: RawTemplate,
+) -> Result<Resource, String> {
+    let at = |span: std::ops::Range<usize>| format!("line {}", line_of(text, span.start));
+    let src = t.src.get_ref().trim_start_matches('/').to_string();
+    if src.is_empty() {
+        return Err(format!("{}: `src` is empty", at(t.src.span())));
+    }
+    let template_path = layout.templates().join(&src);
+    if !template_path.is_file() {
+        return Err(format!(
+            "{}: template {} not found",
+            at(t.src.span()),
+            template_path.display()
+        ));
+    }
+    if t.dest.get_ref().is_empty() {
+        return Err(format!("{}: `dest` is empty", at(t.dest.span())));
+    }
+    let dest = layout.confdir.join(t.dest.get_ref());
+    let mode = match &t.mode {
+        Some(m) => {
+            Some(parse_mode(m.get_ref()).map_err(|e| format!("{}: mode: {e}", at(m.span())))?)
+        }
+        None => None,
+    };
+    let uid = resolve_id(t.uid, t.owner.as_ref(), "owner", "uid", lookup_user)
+        .map_err(|e| with_line(&at, &t.owner, e))?;
+    let gid = resolve_id(t.gid, t.group.as_ref(), "group", "gid", lookup_group)
+        .map_err(|e| with_line(&at, &t.group, e))?;
+    let check_timeout = timeout(&t.check_timeout, "check_timeout", &at)?;
+    let reload_timeout = timeout(&t.reload_timeout, "reload_timeout", &at)?;
+    let prefix = keys::join(layout.prefix, &t.prefix);
+    let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
+    Ok(Resource {
+        name,
+        file: file.to_path_buf(),
+        src,
+        dest,
+        prefix,
+        selectors,
+        mode,
+        uid,
+        gid,
+        check: non_empty(t.check_cmd).map(|l| Command::new(l, check_timeout)),
+        reload: non_empty(t.reload_cmd).map(|l| Command::new(l, reload_timeout)),
+        wait: t.wait,
+    })
+}
+
+fn with_line(
+    at: &dyn Fn(std::ops::Range<usize>) -> String,
+    field: &Option<Spanned<String>>,
+    e: String,
+) -> String {
+    match field {
+        Some(f) => format!("{}: {e}", at(f.span())),
+        None => e,
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+fn timeout(
+    field: &Option<Spanned<String>>,
+    key: &str,
+    at: &dyn Fn(std::ops::Range<usize>) -> String,
+) -> Result<Duration, String> {
+    match field {
+        None => Ok(DEFAULT_TIMEOUT),
+        Some(v) => parse_duration(v.get_ref()).map_err(|e| format!("{}: {key}: {e}", at(v.span()))),
+    }
+}
+
+/// 1-based line of byte offset `pos`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text[..pos.min(text.len())].matches('\n').count() + 1
+}
+
+/// A file mode written as an octal string: `"0644"`, `"644"` and `"0o644"` all mean
+/// 0644. confd reads `"644"` as decimal (giving `--w----r--`); nobody means that.
+pub fn parse_mode(text: &str) -> Result<u32, String> {
+    let digits = text.trim();
+    let digits = digits.strip_prefix("0o").unwrap_or(digits);
+    if digits.is_empty() || !digits.chars().all(|c| ('0'..='7').contains(&c)) {
+        return Err(format!("{text:?} is not an octal mode such as \"0644\""));
+    }
+    match u32::from_str_radix(digits, 8) {
+        Ok(m) if m <= 0o7777 => Ok(m),
+        _ => Err(format!("{text:?} is out of range (at most 07777)")),
+    }
+}
+
+/// A duration: `"500ms"`, `"30s"`, `"2m"`, `"1h"`, or a bare number of seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as \"500ms\", \"30s\" or \"2m\""))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// A numeric id and/or a name for it; both given must agree.
+fn resolve_id(
+    id: Option<u32>,
+    name: Option<&Spanned<String>>,
+    name_key: &str,
+    id_key: &str,
+    lookup: fn(&str) -> Result<u32, String>,
+) -> Result<Option<u32>, String> {
+    let by_name = match name {
+        Some(n) => Some(lookup(n.get_ref()).map_err(|e| format!("{name_key}: {e}"))?),
+        None => None,
+    };
+    match (id, by_name) {
+        (Some(a), Some(b)) if a != b => Err(format!(
+            "{name_key} {:?} is {id_key} {b}, but {id_key} says {a}",
+            name.map(|n| n.get_ref().as_str()).unwrap_or_default()
+        )),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+fn lookup_user(name: &str) -> Result<u32, String> {
+    match nix::unistd::User::from_name(name) {
+        Ok(Some(u)) => Ok(u.uid.as_raw()),
+        Ok(None) => Err(format!("unknown user {name:?}")),
+        Err(e) => Err(format!("cannot look up user {name:?}: {e}")),
+    }
+}
+
+fn lookup_group(name: &str) -> Result<u32, String> {
+    match nix::unistd::Group::from_name(name) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err(format!("unknown group {name:?}")),
+        Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir {
+        tmp: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn new() -> Dir {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(tmp.path().join("conf.d")).expect("conf.d");
+            std::fs::create_dir_all(tmp.path().join("templates")).expect("templates");
+            std::fs::write(tmp.path().join("templates/app.tmpl"), "x").expect("template");
+            Dir { tmp }
+        }
+
+        fn resource(&self, name: &str, text: &str) {
+            let path = self.tmp.path().join("conf.d").join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+
+        fn load(&self, prefix: &str) -> (Vec<Resource>, Vec<ResourceError>) {
+            load_all(&Layout {
+                confdir: self.tmp.path(),
+                prefix,
+            })
+            .expect("conf.d readable")
+        }
+
+        fn load_one(&self, text: &str) -> Result<Resource, String> {
+            self.resource("one.toml", text);
+            let (mut ok, mut errs) = self.load("/");
+            match (ok.pop(), errs.pop()) {
+                (Some(r), None) => Ok(r),
+                (None, Some(e)) => Err(e.to_string()),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_is_parsed() {
+        let d = Dir::new();
+        let r = d
+            .load_one(
+                r#"[template]
+src = "app.tmpl"
+dest = "out/app.conf"
+keys = ["/db", "web/"]
+prefix = "app"
+mode = "0640"
+uid = 0
+gid = 0
+owner = "root"
+group = "root"
+check_cmd = "test -s {{.src}}"
+reload_cmd = "true"
+check_timeout = "5s"
+reload_timeout = "500ms"
+wait = "100ms:2s"
+"#,
+            )
+            .expect("valid");
+        assert_eq!(r.name, "one.toml");
+        assert_eq!(r.src, "app.tmpl");
+        assert_eq!(r.dest, d.tmp.path().join("out/app.conf"));
+        assert_eq!(r.prefix, "/app");
+        assert_eq!(r.selectors, vec!["/app/db", "/app/web"]);
+        assert_eq!(r.mode, Some(0o640));
+        assert_eq!((r.uid, r.gid), (Some(0), Some(0)));
+        assert_eq!(
+            r.check,
+            Some(Command::new("test -s {{.src}}", Duration::from_secs(5)))
+        );
+        assert_eq!(
+            r.reload,
+            Some(Command::new("true", Duration::from_millis(500)))
+        );
+        assert_eq!(r.wait.as_deref(), Some("100ms:2s"));
+    }
+
+    #[test]
+    fn global_prefix_is_joined_before_the_resource_prefix() {
+        let d = Dir::new();
+        d.resource("a.toml", "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/x\"\nprefix = \"/app\"\nkeys = [\"/db\"]\n");
+        let (ok, _) = d.load("/production");
+        assert_eq!(ok[0].prefix, "/production/app");
+        assert_eq!(ok[0].selectors, vec!["/production/app/db"]);
+    }
+
+    #[test]
+    fn mode_is_octal_with_or_without_leading_zero() {
+        assert_eq!(parse_mode("0644"), Ok(0o644));
+        assert_eq!(parse_mode("644"), Ok(0o644));
+        assert_eq!(parse_mode("0o600"), Ok(0o600));
+        assert!(parse_mode("0x1a4").is_err());
+        assert!(parse_mode("0899").is_err());
+        assert!(parse_mode("77777").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("5 days").is_err());
+    }
+
+    #[test]
+    fn errors_name_file_line_and_key() {
+        let d = Dir::new();
+        let cases = [
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nbogus = 1\n",
+                &["one.toml", "line 4", "bogus"][..],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nmode = \"rw-r--r--\"\n",
+                &["line 4", "mode"],
+            ),
+            (
+                "[template]\nsrc = \"missing.tmpl\"\ndest = \"/x\"\n",
+                &["line 2", "missing.tmpl", "not found"],
+            ),
+            (
+                "[template]\nsrc = \"\"\ndest = \"/x\"\n",
+                &["line 2", "src"],
+            ),
+            ("[template]\nsrc = \"app.tmpl\"\n", &["dest"]),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nowner = \"no-such-user-here\"\n",
+                &["line 4", "no-such-user-here"],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ngroup = \"no-such-group-here\"\n",
+                &["line 4", "no-such-group-here"],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nowner = \"root\"\nuid = 5\n",
+                &["owner", "uid"],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"soon\"\n",
+                &["line 4", "check_timeout"],
+            ),
+            ("[template\n", &["one.toml", "line 1"]),
+            ("[[template]]\nsrc = \"app.tmpl\"\n", &["one.toml"]),
+        ];
+        for (text, wanted) in cases {
+            let err = d.load_one(text).expect_err(text);
+            for w in wanted {
+                assert!(err.contains(w), "{text:?}: {err:?} lacks {w:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_file_does_not_stop_the_others_and_order_is_lexical() {
+        let d = Dir::new();
+        let ok = "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/x\"\n";
+        d.resource("b.toml", ok);
+        d.resource("a/z.toml", ok);
+        d.resource("c.toml", "[template]\nsrc = 1\n");
+        d.resource("notes.txt", "ignored");
+        let (loaded, errors) = d.load("/");
+        let names: Vec<_> = loaded.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["a/z.toml", "b.toml"]);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].file.ends_with("c.toml"));
+    }
+
+    #[test]
+    fn symlinked_directories_are_followed_once() {
+        let d = Dir::new();
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            elsewhere.path().join("x.toml"),
+            "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/x\"\n",
+        )
+        .expect("w");
+        std::os::unix::fs::symlink(elsewhere.path(), d.tmp.path().join("conf.d/linked"))
+            .expect("link");
+        std::os::unix::fs::symlink(
+            d.tmp.path().join("conf.d"),
+            d.tmp.path().join("conf.d/loop"),
+        )
+        .expect("loop");
+        let (loaded, errors) = d.load("/");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            loaded.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            vec!["linked/x.toml"]
+        );
+    }
+
+    #[test]
+    fn missing_conf_d_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = load_all(&Layout {
+            confdir: tmp.path(),
+            prefix: "/",
+        })
+        .expect_err("missing");
+        assert!(err.to_string().contains("conf.d"), "{err}");
+    }
 }
