@@ -1,1 +1,62 @@
-fn main() {}
+//! The `conflux` binary: parse, validate, run, and map the result to an exit code.
+//! Signals are turned into a cancellation token (SIGTERM, SIGINT) and reload
+//! requests (SIGHUP) here and nowhere else.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use conflux::config::Config;
+use conflux::run::{self, RunError};
+use tokio_util::sync::CancellationToken;
+
+const EXIT_FAILED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match conflux::cli::parse_from(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("conflux: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    init_logging(config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("conflux: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        let reloads = conflux::daemon_glue::signals(shutdown.clone());
+        match run::run(config, shutdown, reloads).await {
+            Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
+            Ok(report) => {
+                tracing::error!(failed = report.failed, applied = report.applied, "some resources failed");
+                ExitCode::from(EXIT_FAILED)
+            }
+            Err(e @ (RunError::Config(_) | RunError::Setup(_))) => {
+                tracing::error!(cause = %e, "cannot run");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        }
+    })
+}
+
+fn init_logging(level: tracing::Level) {
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .init();
+}

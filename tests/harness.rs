@@ -1,0 +1,145 @@
+//! Test harness for runs of the real `conflux` binary on temporary confdirs: build a
+//! confdir, run the binary, compare outputs with golden files (a full diff on mismatch).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A temporary confdir with `conf.d/` and `templates/`, removed on drop.
+pub struct Confdir {
+    tmp: tempfile::TempDir,
+}
+
+impl Confdir {
+    pub fn new() -> Confdir {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for d in ["conf.d", "templates", "out"] {
+            std::fs::create_dir_all(tmp.path().join(d)).expect("mkdir");
+        }
+        Confdir { tmp }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Writes `text` at `rel`, creating parent directories; returns the path.
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let path = self.path(rel);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    pub fn template(&self, name: &str, text: &str) -> PathBuf {
+        self.write(&format!("templates/{name}"), text)
+    }
+
+    pub fn resource(&self, name: &str, text: &str) -> PathBuf {
+        self.write(&format!("conf.d/{name}"), text)
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
+    }
+
+    pub fn exists(&self, rel: &str) -> bool {
+        self.path(rel).exists()
+    }
+
+    /// `conflux --confdir <this> <args>`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let confdir = self.root().to_str().expect("utf-8 path").to_string();
+        let mut all = vec!["--confdir".to_string(), confdir];
+        all.extend(args.iter().map(|a| a.to_string()));
+        conflux(&all, &[])
+    }
+
+    /// The same with extra environment variables.
+    pub fn run_env(&self, args: &[&str], env: &[(&str, &str)]) -> Run {
+        let confdir = self.root().to_str().expect("utf-8 path").to_string();
+        let mut all = vec!["--confdir".to_string(), confdir];
+        all.extend(args.iter().map(|a| a.to_string()));
+        conflux(&all, env)
+    }
+}
+
+/// What a run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    #[track_caller]
+    pub fn assert_code(&self, code: i32) -> &Run {
+        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_contains(&self, needle: &str) -> &Run {
+        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        self
+    }
+}
+
+/// Runs the real binary with a clean `CONFLUX_*` environment and no backtraces.
+pub fn conflux(args: &[String], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONFLUX_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args).env("RUST_BACKTRACE", "0").envs(env.iter().copied());
+    let out = cmd.output().expect("run conflux");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Asserts `actual` equals the golden file `tests/golden/<name>`, printing a unified
+/// diff when it does not.
+#[track_caller]
+pub fn assert_golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("golden {}: {e}", path.display()));
+    if expected != actual {
+        let diff = similar::TextDiff::from_lines(&expected, actual)
+            .unified_diff()
+            .header(&format!("golden/{name}"), "actual")
+            .to_string();
+        panic!("{name} differs from its golden file:\n{diff}");
+    }
+}
+
+impl Confdir {
+    /// A confdir holding a copy of `tests/fixtures/<name>`.
+    pub fn from_fixture(name: &str) -> Confdir {
+        let dir = Confdir::new();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        copy_tree(&src, dir.root());
+        dir
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read fixture") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
