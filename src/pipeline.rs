@@ -768,6 +768,44 @@ mod tests {
         assert_eq!(run(&res, "same").unwrap(), Outcome::Unchanged);
     }
 
+    /// Unmounts on drop, so a failing assertion leaves no mount behind.
+    struct BindMount(PathBuf);
+
+    impl Drop for BindMount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+
+    /// A bind-mounted dest (a Docker volume of one file) cannot be renamed over: the
+    /// content is copied in place instead. Tests run as root, so `mount --bind` works.
+    #[test]
+    fn bind_mounted_dest_is_overwritten_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let host = d.join("host.conf");
+        let mut res = resource(d, "app.conf");
+        res.mode = Some(0o640);
+        write(&host, "old", 0o644);
+        write(&res.dest, "", 0o644);
+        let status = std::process::Command::new("mount")
+            .arg("--bind")
+            .arg(&host)
+            .arg(&res.dest)
+            .status()
+            .unwrap();
+        assert!(status.success(), "mount --bind failed");
+        let mount = BindMount(res.dest.clone());
+
+        let outcome = run(&res, "new").unwrap();
+
+        assert!(matches!(outcome, Outcome::Updated { .. }), "{outcome:?}");
+        assert_eq!(fs::read_to_string(&host).unwrap(), "new");
+        assert_eq!(mode_of(&host), 0o640);
+        assert!(stage_files(d).is_empty());
+        drop(mount);
+    }
+
     #[test]
     fn a_directory_as_dest_is_a_compare_error() {
         let dir = tempfile::tempdir().unwrap();
