@@ -2,13 +2,28 @@
 //! placeholders, run with `/bin/sh -c` in its own process group, with a timeout after
 //! which the whole group is killed, and its output captured for the log.
 //!
-//! When to run a command is the pipeline's decision, not this module's.
+//! When to run a command is the pipeline's decision, not this module's. Running is
+//! synchronous (std threads only): the daemon calls it from `spawn_blocking`.
 
+use std::io::{self, Read};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::Duration;
+use std::process::{ExitStatus, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+use std::time::{Duration, Instant};
 
 /// The default for `check_timeout` and `reload_timeout`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The most output kept from one run; the rest is dropped (and said to be).
+pub const OUTPUT_CAP: usize = 64 * 1024;
+
+/// How long to wait for the output pipe to close once the shell has exited. A command
+/// that starts a daemon (`service foo restart`) may leave it holding the pipe: we take
+/// what has been read by then rather than wait for the daemon to exit.
+const OUTPUT_GRACE: Duration = Duration::from_millis(500);
 
 /// A `check_cmd` or `reload_cmd` as written in a resource file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +31,37 @@ pub struct Command {
     /// The shell line, with `{{.src}}` / `{{.dest}}` not yet substituted.
     pub line: String,
     pub timeout: Duration,
+}
+
+/// A run that exited 0.
+#[derive(Debug, Clone)]
+pub struct CommandOutput {
+    pub status: ExitStatus,
+    pub duration: Duration,
+    /// stdout and stderr interleaved as written, trimmed, at most [`OUTPUT_CAP`] bytes.
+    pub output: String,
+}
+
+/// A run that did not exit 0.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("could not run /bin/sh: {source}")]
+    Spawn {
+        #[source]
+        source: io::Error,
+    },
+    #[error("{status}{}", quoted(.output))]
+    Failed { status: ExitStatus, output: String },
+    #[error("timed out after {timeout:?}; its process group was killed{}", quoted(.output))]
+    TimedOut { timeout: Duration, output: String },
+}
+
+fn quoted(output: &str) -> String {
+    if output.is_empty() {
+        ", no output".to_string()
+    } else {
+        format!(", output:\n{output}")
+    }
 }
 
 impl Command {
@@ -26,9 +72,247 @@ impl Command {
         }
     }
 
-    /// The shell line with `{{.src}}` (the staged file) and `{{.dest}}` substituted.
+    /// The shell line with `{{.src}}` (the staged file) and `{{.dest}}` substituted;
+    /// `{{ .src }}` spacing is accepted. Paths are inserted as is, not shell-quoted, as
+    /// confd does: lines already written as `"{{.src}}"` keep working.
     pub fn expand(&self, src: &Path, dest: &Path) -> String {
-        let _ = (src, dest);
-        todo!("command helper")
+        let mut out = String::with_capacity(self.line.len());
+        let mut rest = self.line.as_str();
+        while let Some(open) = rest.find("{{") {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 2..];
+            let Some(close) = after.find("}}") else {
+                rest = &rest[open..];
+                break;
+            };
+            match after[..close].trim() {
+                ".src" => out.push_str(&src.to_string_lossy()),
+                ".dest" => out.push_str(&dest.to_string_lossy()),
+                _ => out.push_str(&rest[open..open + 2 + close + 2]),
+            }
+            rest = &after[close + 2..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// Runs the expanded line with `/bin/sh -c` in a new process group, stdin from
+    /// `/dev/null`, stdout and stderr captured together. Past the timeout the whole
+    /// group is killed with SIGKILL, so a `nginx -t` that forked helpers leaves none.
+    /// Leftovers of a shell that exits on its own are not touched: a reload that
+    /// starts a daemon must be able to.
+    pub fn run(&self, src: &Path, dest: &Path) -> Result<CommandOutput, CommandError> {
+        let spawn = |source| CommandError::Spawn { source };
+        let line = self.expand(src, dest);
+        // One pipe for both streams keeps their interleaving, as `2>&1` would.
+        let (reader, writer) = io::pipe().map_err(spawn)?;
+        let stderr = writer.try_clone().map_err(spawn)?;
+        let mut shell = std::process::Command::new("/bin/sh");
+        shell
+            .arg("-c")
+            .arg(&line)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(stderr)
+            .process_group(0);
+        let start = Instant::now();
+        let child = shell.spawn().map_err(spawn)?;
+        // Our copies of the write end must close, or the reader never sees EOF.
+        drop(shell);
+        let pid = child.id();
+        let output = Capture::start(reader).inspect_err(|_| kill_group(pid));
+        let output = output.map_err(spawn)?;
+        let (tx, rx) = mpsc::channel();
+        let mut child = child;
+        let waiter = thread::Builder::new()
+            .name("command-wait".into())
+            .spawn(move || tx.send(child.wait()))
+            .inspect_err(|_| kill_group(pid));
+        waiter.map_err(spawn)?;
+
+        let status = match rx.recv_timeout(self.timeout) {
+            Ok(status) => status.map_err(spawn)?,
+            Err(RecvTimeoutError::Timeout) => {
+                kill_group(pid);
+                // SIGKILL cannot be ignored: the shell is reaped promptly.
+                let _ = rx.recv();
+                return Err(CommandError::TimedOut {
+                    timeout: self.timeout,
+                    output: output.finish(),
+                });
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                return Err(spawn(io::Error::other(
+                    "the wait thread ended without a status",
+                )));
+            }
+        };
+        let duration = start.elapsed();
+        let output = output.finish();
+        if status.success() {
+            Ok(CommandOutput {
+                status,
+                duration,
+                output,
+            })
+        } else {
+            Err(CommandError::Failed { status, output })
+        }
+    }
+}
+
+/// SIGKILL to the process group led by `pid` (the shell, started with `process_group(0)`).
+fn kill_group(pid: u32) {
+    let Ok(pid) = i32::try_from(pid) else { return };
+    let pgid = nix::unistd::Pid::from_raw(pid);
+    if let Err(err) = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL) {
+        tracing::debug!(pgid = pid, %err, "killing the command's process group");
+    }
+}
+
+/// The output read so far, kept in a shared buffer so that it can be taken even if a
+/// leftover process keeps the pipe open.
+#[derive(Default)]
+struct Captured {
+    bytes: Vec<u8>,
+    truncated: bool,
+}
+
+struct Capture {
+    captured: Arc<Mutex<Captured>>,
+    eof: mpsc::Receiver<()>,
+}
+
+impl Capture {
+    /// Reads `pipe` to its end on a thread, so that a chatty command never blocks on a
+    /// full pipe while we wait for it.
+    fn start(mut pipe: io::PipeReader) -> io::Result<Capture> {
+        let captured = Arc::new(Mutex::new(Captured::default()));
+        let (tx, eof) = mpsc::channel();
+        let shared = Arc::clone(&captured);
+        thread::Builder::new()
+            .name("command-output".into())
+            .spawn(move || {
+                let mut chunk = [0u8; 8192];
+                while let Ok(n @ 1..) = pipe.read(&mut chunk) {
+                    let mut captured = shared.lock().unwrap_or_else(PoisonError::into_inner);
+                    let room = OUTPUT_CAP.saturating_sub(captured.bytes.len());
+                    captured.bytes.extend_from_slice(&chunk[..n.min(room)]);
+                    captured.truncated |= n > room;
+                }
+                let _ = tx.send(());
+            })?;
+        Ok(Capture { captured, eof })
+    }
+
+    /// The output, once the pipe has closed or [`OUTPUT_GRACE`] has passed.
+    fn finish(self) -> String {
+        let closed = self.eof.recv_timeout(OUTPUT_GRACE).is_ok();
+        let captured = self.captured.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut text = String::from_utf8_lossy(&captured.bytes).trim().to_string();
+        if captured.truncated {
+            text.push_str("\n[output truncated]");
+        }
+        if !closed {
+            text.push_str("\n[output still open: a background process holds it]");
+        }
+        text.trim_start().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn run(line: &str, timeout: Duration) -> Result<CommandOutput, CommandError> {
+        Command::new(line, timeout).run(Path::new("/s"), Path::new("/d"))
+    }
+
+    #[test]
+    fn expand_substitutes_both_placeholders_with_any_spacing() {
+        let cmd = Command::new(
+            "nginx -t -c {{.src}} && cp {{ .src }} {{.dest}}; echo {{.other}} {{",
+            DEFAULT_TIMEOUT,
+        );
+        let line = cmd.expand(Path::new("/etc/.a.conf.1"), Path::new("/etc/a.conf"));
+        assert_eq!(
+            line,
+            "nginx -t -c /etc/.a.conf.1 && cp /etc/.a.conf.1 /etc/a.conf; echo {{.other}} {{"
+        );
+    }
+
+    #[test]
+    fn success_returns_status_and_trimmed_output() {
+        let out = run("echo hello; echo world >&2", DEFAULT_TIMEOUT).unwrap();
+        assert!(out.status.success());
+        assert_eq!(out.output, "hello\nworld");
+    }
+
+    #[test]
+    fn placeholders_reach_the_shell() {
+        let out = run("echo {{.src}} {{.dest}}", DEFAULT_TIMEOUT).unwrap();
+        assert_eq!(out.output, "/s /d");
+    }
+
+    #[test]
+    fn non_zero_exit_carries_status_and_output() {
+        let err = run("echo bad config; echo line 3 >&2; exit 3", DEFAULT_TIMEOUT).unwrap_err();
+        let CommandError::Failed { status, output } = &err else {
+            panic!("expected Failed, got {err:?}");
+        };
+        assert_eq!(status.code(), Some(3));
+        assert_eq!(output, "bad config\nline 3");
+        let shown = err.to_string();
+        assert!(shown.contains("exit status: 3"), "{shown}");
+        assert!(shown.contains("bad config\nline 3"), "{shown}");
+    }
+
+    #[test]
+    fn output_is_capped() {
+        let err = run(
+            "head -c 200000 /dev/zero | tr '\\0' x; exit 1",
+            DEFAULT_TIMEOUT,
+        )
+        .unwrap_err();
+        let CommandError::Failed { output, .. } = err else {
+            panic!("expected Failed");
+        };
+        assert!(output.starts_with(&"x".repeat(OUTPUT_CAP)));
+        assert!(output.ends_with("[output truncated]"));
+    }
+
+    /// Whether `pid` has exited (gone, or a zombie waiting for its new parent).
+    fn exited(pid: u32) -> bool {
+        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        }
+    }
+
+    #[test]
+    fn timeout_kills_the_whole_process_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker: PathBuf = dir.path().join("bg.pid");
+        let cmd = Command::new(
+            "sleep 30 & echo $! > {{.dest}}; sleep 30",
+            Duration::from_millis(200),
+        );
+        let err = cmd.run(Path::new("/s"), &marker).unwrap_err();
+        assert!(matches!(err, CommandError::TimedOut { .. }), "{err:?}");
+        let pid: u32 = std::fs::read_to_string(&marker)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // SIGKILL is delivered asynchronously; allow the kernel a moment to finish it.
+        let mut tries = 0;
+        while !exited(pid) && tries < 500 {
+            thread::sleep(Duration::from_millis(10));
+            tries += 1;
+        }
+        assert!(exited(pid), "background child {pid} survived the timeout");
     }
 }

@@ -1,0 +1,122 @@
+//! dest as it is and as it should be: content, mode and owner, the differences
+//! between them, and the diff noop prints. Reading only; writing is [`super::files`]'s.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use similar::TextDiff;
+
+/// dest as it is now (through a symlink).
+#[derive(Debug)]
+pub(super) struct Current {
+    pub(super) content: Vec<u8>,
+    pub(super) mode: u32,
+    pub(super) uid: u32,
+    pub(super) gid: u32,
+}
+
+/// The mode and owner dest should end with. An owner of `None` is left to the kernel:
+/// only a new file with no owner set in the resource has one, and it is ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Wanted {
+    pub(super) mode: u32,
+    pub(super) uid: Option<u32>,
+    pub(super) gid: Option<u32>,
+    /// The owner comes from the resource, so failing to set it is an error; inherited
+    /// from the old dest, it is a warning (confd ignores chown errors altogether).
+    pub(super) owner_required: bool,
+}
+
+/// How dest differs from what it should be.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(super) struct Changes {
+    pub(super) created: bool,
+    pub(super) content: bool,
+    pub(super) mode: Option<(u32, u32)>,
+    pub(super) owner: Option<((u32, u32), (u32, u32))>,
+}
+
+impl Changes {
+    pub(super) fn any(&self) -> bool {
+        self.created || self.content || self.mode.is_some() || self.owner.is_some()
+    }
+}
+
+impl fmt::Display for Changes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if self.created {
+            parts.push("new file".to_string());
+        }
+        if self.content {
+            parts.push("content".to_string());
+        }
+        if let Some((from, to)) = self.mode {
+            parts.push(format!("mode {from:04o} -> {to:04o}"));
+        }
+        if let Some(((fu, fg), (tu, tg))) = self.owner {
+            parts.push(format!("owner {fu}:{fg} -> {tu}:{tg}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+pub(super) struct Comparison {
+    pub(super) current: Option<Current>,
+    pub(super) wanted: Wanted,
+    pub(super) changes: Changes,
+}
+
+impl Comparison {
+    /// A unified diff of the content, headed `a/<dest>` and `b/<dest>` (`/dev/null` for
+    /// a new file), followed by a note for a mode or owner change.
+    pub(super) fn diff(&self, dest: &Path, content: &str) -> String {
+        let name = dest.to_string_lossy();
+        let name = name.trim_start_matches('/');
+        let old = self
+            .current
+            .as_ref()
+            .map(|c| String::from_utf8_lossy(&c.content).into_owned());
+        let mut out = String::new();
+        if self.changes.created || self.changes.content {
+            let from = match old {
+                Some(_) => format!("a/{name}"),
+                None => "/dev/null".to_string(),
+            };
+            let old = old.unwrap_or_default();
+            let diff = TextDiff::from_lines(old.as_str(), content);
+            out.push_str(
+                &diff
+                    .unified_diff()
+                    .header(&from, &format!("b/{name}"))
+                    .to_string(),
+            );
+        }
+        if let Some((from, to)) = self.changes.mode {
+            out.push_str(&format!("mode of /{name}: {from:04o} -> {to:04o}\n"));
+        }
+        if let Some(((fu, fg), (tu, tg))) = self.changes.owner {
+            out.push_str(&format!("owner of /{name}: {fu}:{fg} -> {tu}:{tg}\n"));
+        }
+        out
+    }
+}
+
+/// dest's content, permission bits and owner; `None` when it does not exist (a
+/// dangling symlink included).
+pub(super) fn read_current(dest: &Path) -> io::Result<Option<Current>> {
+    let meta = match fs::metadata(dest) {
+        Ok(meta) => meta,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    };
+    Ok(Some(Current {
+        content: fs::read(dest)?,
+        mode: meta.mode() & 0o7777,
+        uid: meta.uid(),
+        gid: meta.gid(),
+    }))
+}
