@@ -1,13 +1,16 @@
 //! The `file` backend: key-value data from YAML, JSON and TOML files, as confd's
 //! `-backend file -file PATH -filter GLOB` reads it.
 //!
-//! Each configured path is a file or a directory. A directory is walked recursively in
-//! lexical order, following symlinks, and every file whose name matches the filter glob
-//! is read. Nested maps become key paths (`database: {host: x}` is `/database/host`),
-//! list items become `/0`, `/1`, … and scalars are stringified as confd's yaml.v2 walk
-//! does: `3306`, `true`, floats in Go's shortest form without exponent (`0.5`, `1e21`
-//! as `1000000000000000000000`, `.inf` as `+Inf`). A null value produces no key at all,
-//! as in confd, whose walk has no case for nil.
+//! Each configured path is a file or a directory. A file named explicitly is always
+//! read; a directory is walked recursively in lexical order, following symlinks, and
+//! every file whose name matches the filter glob is read. How one file's text becomes
+//! flat keys (`database: {host: x}` is `/database/host`, lists `/0`, `/1`, scalars
+//! stringified as confd does, nulls left out) is the `flatten` submodule's business.
+//!
+//! A watch follows the directories with a debounced notify watcher, re-reads
+//! everything after any change, and sends a [`Change::Reset`] only when the selected
+//! data differs from what it sent last. A file that cannot be read or parsed then is
+//! logged and skipped, so the daemon keeps the last good data while someone edits.
 //!
 //! Where this reader deliberately differs from confd:
 //! - Files are parsed by extension: `.json` as JSON, `.toml` as TOML, everything else
@@ -25,7 +28,7 @@
 //! directory in lexical order. The revision counts reads that found different data: it
 //! starts at 1 and grows only when the content of all files together changed.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -39,6 +42,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+mod flatten;
+
+use self::flatten::{Format, Kvs};
 use super::{Backend, BackendError, BoxFuture, Change};
 use crate::keys;
 use crate::mirror::Snapshot;
@@ -47,8 +53,6 @@ const NAME: &str = "file";
 
 /// How long the watcher waits for a burst of file events to settle before reporting.
 const DEBOUNCE: Duration = Duration::from_millis(200);
-
-type Kvs = BTreeMap<String, String>;
 
 /// Reads files or directories of YAML, JSON and TOML as flat keys.
 pub struct FileBackend {
@@ -92,36 +96,6 @@ impl From<ReadError> for BackendError {
         BackendError::Fatal {
             backend: NAME,
             message: err.to_string(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Format {
-    Yaml,
-    Json,
-    Toml,
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Format::Yaml => "YAML",
-            Format::Json => "JSON",
-            Format::Toml => "TOML",
-        })
-    }
-}
-
-impl Format {
-    /// confd reads every file as YAML (JSON is a subset of it); dedicated parsers for
-    /// `.json` and `.toml` give better error messages and make TOML possible at all.
-    fn of(path: &Path) -> Format {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        match ext.to_ascii_lowercase().as_str() {
-            "json" => Format::Json,
-            "toml" => Format::Toml,
-            _ => Format::Yaml,
         }
     }
 }
@@ -175,6 +149,8 @@ impl FileBackend {
         let (tx, mut rx) = mpsc::unbounded_channel();
         // Held for the whole watch: dropping the debouncer stops it.
         let _debouncer = self.sources.watch(tx)?;
+        // What the caller holds; unknown when `after` is not the latest read, and
+        // then the first read is sent whatever it finds.
         let mut sent = self.selected_at(after, selectors);
         // Read once before the first event: the files may have changed between the
         // caller's snapshot and the watcher's start.
@@ -332,6 +308,8 @@ fn watch_roots(paths: &[PathBuf]) -> Result<Vec<(PathBuf, RecursiveMode)>, ReadE
             single.push(dir.to_path_buf());
         }
     }
+    // Sorted, a directory comes before the directories inside it.
+    recursive.sort();
     let mut roots: Vec<(PathBuf, RecursiveMode)> = Vec::new();
     for (dir, mode) in recursive
         .into_iter()
@@ -404,143 +382,11 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
 fn read_file(path: &Path) -> Result<Kvs, ReadError> {
     let text = fs::read_to_string(path).map_err(io_error(path))?;
     let format = Format::of(path);
-    let parse = |message: String| ReadError::Parse {
+    flatten::parse(&text, format).map_err(|message| ReadError::Parse {
         path: path.to_path_buf(),
         format,
         message,
-    };
-    let mut kvs = Kvs::new();
-    match format {
-        Format::Yaml => {
-            let mut doc: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| parse(e.to_string()))?;
-            doc.apply_merge().map_err(|e| parse(e.to_string()))?;
-            flatten_yaml(&doc, "/", &mut kvs).map_err(parse)?;
-        }
-        Format::Json => {
-            let doc: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| parse(e.to_string()))?;
-            flatten_json(&doc, "/", &mut kvs);
-        }
-        Format::Toml => {
-            let doc: toml::Table =
-                toml::from_str(&text).map_err(|e| parse(e.to_string().trim_end().to_string()))?;
-            flatten_toml(&toml::Value::Table(doc), "/", &mut kvs);
-        }
-    }
-    // A bare scalar (or a value under an empty key) has no path to live at.
-    if kvs.contains_key("/") {
-        return Err(parse("the top level must be a mapping or a list".into()));
-    }
-    Ok(kvs)
-}
-
-fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
-    use serde_yaml::Value;
-    match node {
-        Value::Null => {}
-        Value::Bool(b) => put(out, key, b.to_string()),
-        Value::Number(n) => put(out, key, yaml_number(n)),
-        Value::String(s) => put(out, key, s.clone()),
-        Value::Sequence(items) => {
-            for (i, item) in items.iter().enumerate() {
-                flatten_yaml(item, &keys::join(key, &i.to_string()), out)?;
-            }
-        }
-        Value::Mapping(map) => {
-            for (k, v) in map {
-                let segment =
-                    yaml_key(k).ok_or_else(|| format!("a map key under {key} is not a scalar"))?;
-                flatten_yaml(v, &keys::join(key, &segment), out)?;
-            }
-        }
-        Value::Tagged(tagged) => flatten_yaml(&tagged.value, key, out)?,
-    }
-    Ok(())
-}
-
-fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
-    use serde_yaml::Value;
-    match key {
-        Value::Null => Some(String::new()),
-        Value::Bool(b) => Some(b.to_string()),
-        Value::Number(n) => Some(yaml_number(n)),
-        Value::String(s) => Some(s.clone()),
-        Value::Tagged(tagged) => yaml_key(&tagged.value),
-        Value::Sequence(_) | Value::Mapping(_) => None,
-    }
-}
-
-fn yaml_number(n: &serde_yaml::Number) -> String {
-    if let Some(i) = n.as_i64() {
-        i.to_string()
-    } else if let Some(u) = n.as_u64() {
-        u.to_string()
-    } else {
-        go_float(n.as_f64().unwrap_or(f64::NAN))
-    }
-}
-
-fn flatten_json(node: &serde_json::Value, key: &str, out: &mut Kvs) {
-    use serde_json::Value;
-    match node {
-        Value::Null => {}
-        Value::Bool(b) => put(out, key, b.to_string()),
-        Value::Number(n) => {
-            let text = match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => i.to_string(),
-                (None, Some(u)) => u.to_string(),
-                _ => go_float(n.as_f64().unwrap_or(f64::NAN)),
-            };
-            put(out, key, text);
-        }
-        Value::String(s) => put(out, key, s.clone()),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                flatten_json(item, &keys::join(key, &i.to_string()), out);
-            }
-        }
-        Value::Object(map) => {
-            for (k, v) in map {
-                flatten_json(v, &keys::join(key, k), out);
-            }
-        }
-    }
-}
-
-fn flatten_toml(node: &toml::Value, key: &str, out: &mut Kvs) {
-    use toml::Value;
-    match node {
-        Value::String(s) => put(out, key, s.clone()),
-        Value::Integer(i) => put(out, key, i.to_string()),
-        Value::Float(f) => put(out, key, go_float(*f)),
-        Value::Boolean(b) => put(out, key, b.to_string()),
-        Value::Datetime(d) => put(out, key, d.to_string()),
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                flatten_toml(item, &keys::join(key, &i.to_string()), out);
-            }
-        }
-        Value::Table(map) => {
-            for (k, v) in map {
-                flatten_toml(v, &keys::join(key, k), out);
-            }
-        }
-    }
-}
-
-fn put(out: &mut Kvs, key: &str, value: String) {
-    out.insert(key.to_string(), value);
-}
-
-/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that read back
-/// as `f`, never an exponent. Rust's `Display` agrees except for the infinities.
-fn go_float(f: f64) -> String {
-    if f.is_infinite() {
-        if f > 0.0 { "+Inf" } else { "-Inf" }.to_string()
-    } else {
-        f.to_string()
-    }
+    })
 }
 
 #[cfg(test)]
@@ -578,116 +424,12 @@ mod tests {
     }
 
     #[test]
-    fn nested_yaml_becomes_flat_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            "a.yaml",
-            "app:\n  db:\n    host: 127.0.0.1\n    port: 3306\n    tls: true\n    ratio: 0.5\n    big: 1.0e21\n    whole: 2.0\n    none: ~\n  hosts: [a, b]\n  items:\n    - name: x\n      weight: -1\n  inf: .inf\n  1: one\n",
-        );
-        assert_eq!(
-            read_file(&path).unwrap(),
-            kvs(&[
-                ("/app/1", "one"),
-                ("/app/db/big", "1000000000000000000000"),
-                ("/app/db/host", "127.0.0.1"),
-                ("/app/db/port", "3306"),
-                ("/app/db/ratio", "0.5"),
-                ("/app/db/tls", "true"),
-                ("/app/db/whole", "2"),
-                ("/app/hosts/0", "a"),
-                ("/app/hosts/1", "b"),
-                ("/app/inf", "+Inf"),
-                ("/app/items/0/name", "x"),
-                ("/app/items/0/weight", "-1"),
-            ])
-        );
-    }
-
-    #[test]
-    fn yaml_merge_keys_are_applied() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            "m.yml",
-            "base: &b\n  port: 80\nweb:\n  <<: *b\n  host: h\n",
-        );
-        assert_eq!(
-            read_file(&path).unwrap(),
-            kvs(&[
-                ("/base/port", "80"),
-                ("/web/host", "h"),
-                ("/web/port", "80")
-            ])
-        );
-    }
-
-    #[test]
-    fn nested_json_becomes_flat_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            "a.json",
-            r#"{"db": {"port": 3306, "on": false, "f": 0.1, "n": null, "list": [1, {"k": "v"}]}}"#,
-        );
-        assert_eq!(
-            read_file(&path).unwrap(),
-            kvs(&[
-                ("/db/f", "0.1"),
-                ("/db/list/0", "1"),
-                ("/db/list/1/k", "v"),
-                ("/db/on", "false"),
-                ("/db/port", "3306"),
-            ])
-        );
-    }
-
-    #[test]
-    fn nested_toml_becomes_flat_keys() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            "a.toml",
-            "key = \"v\"\n[db]\nport = 3306\ntls = true\nratio = 1.5\nhosts = [\"a\", \"b\"]\n[[db.users]]\nname = \"u\"\n",
-        );
-        assert_eq!(
-            read_file(&path).unwrap(),
-            kvs(&[
-                ("/db/hosts/0", "a"),
-                ("/db/hosts/1", "b"),
-                ("/db/port", "3306"),
-                ("/db/ratio", "1.5"),
-                ("/db/tls", "true"),
-                ("/db/users/0/name", "u"),
-                ("/key", "v"),
-            ])
-        );
-    }
-
-    #[test]
-    fn floats_print_like_go() {
-        assert_eq!(go_float(0.1 + 0.2), "0.30000000000000004");
-        assert_eq!(go_float(1e-7), "0.0000001");
-        assert_eq!(go_float(3.0), "3");
-        assert_eq!(go_float(f64::NEG_INFINITY), "-Inf");
-        assert_eq!(go_float(f64::NAN), "NaN");
-    }
-
-    #[test]
     fn unknown_extensions_and_empty_files_read_as_yaml() {
         let dir = tempfile::tempdir().unwrap();
         let conf = write(dir.path(), "app.conf", "a: {b: c}\n");
         let empty = write(dir.path(), "empty.yaml", "");
         assert_eq!(read_file(&conf).unwrap(), kvs(&[("/a/b", "c")]));
         assert_eq!(read_file(&empty).unwrap(), Kvs::new());
-    }
-
-    #[test]
-    fn a_bare_scalar_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = write(dir.path(), "s.yaml", "just a string\n");
-        let err = read_file(&path).unwrap_err().to_string();
-        assert!(err.contains("s.yaml") && err.contains("top level"), "{err}");
     }
 
     #[tokio::test]
