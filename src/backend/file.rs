@@ -1,1 +1,624 @@
-//! TODO
+//! The `file` backend: key-value data from YAML, JSON and TOML files, as confd's
+//! `-backend file -file PATH -filter GLOB` reads it.
+//!
+//! Each configured path is a file or a directory. A file named explicitly is always
+//! read; a directory is walked recursively in lexical order, following symlinks, and
+//! every file whose name matches the filter glob is read. How one file's text becomes
+//! flat keys (`database: {host: x}` is `/database/host`, lists `/0`, `/1`, scalars
+//! stringified as confd does, nulls left out) is the `flatten` submodule's business.
+//!
+//! A watch follows the directories with a debounced notify watcher, re-reads
+//! everything after any change, and sends a [`Change::Reset`] only when the selected
+//! data differs from what it sent last. A file that cannot be read or parsed then is
+//! logged and skipped, so the daemon keeps the last good data while someone edits.
+//!
+//! Where this reader deliberately differs from confd:
+//! - Files are parsed by extension: `.json` as JSON, `.toml` as TOML, everything else
+//!   (`.yaml`, `.yml`, no extension) as YAML, as confd parses every file. YAML is read
+//!   with the YAML 1.2 core schema, so `yes`/`on` stay strings where yaml.v2 made them
+//!   `true`. Map keys that are numbers or booleans are stringified instead of
+//!   panicking, and YAML merge keys (`<<: *base`) are applied.
+//! - Names starting with `.` inside a directory are skipped: editors' swap files, the
+//!   temporary files of atomic writers and Kubernetes' `..data` directories would
+//!   otherwise be read (or read twice). A path named explicitly is always read.
+//! - Keys are kept when a selector selects them ([`keys::selects`]); confd keeps them
+//!   by string prefix, so its `/app/db` also pulls `/app/dbx`.
+//!
+//! Later files override earlier ones key by key: paths in the order given, files of a
+//! directory in lexical order. The revision counts reads that found different data: it
+//! starts at 1 and grows only when the content of all files together changed.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{
+    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+mod flatten;
+
+use self::flatten::{Format, Kvs};
+use super::{Backend, BackendError, BoxFuture, Change};
+use crate::keys;
+use crate::mirror::Snapshot;
+
+const NAME: &str = "file";
+
+/// How long the watcher waits for a burst of file events to settle before reporting.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Reads files or directories of YAML, JSON and TOML as flat keys.
+pub struct FileBackend {
+    sources: Arc<Sources>,
+    last: Mutex<LastRead>,
+}
+
+/// What to read: cheap to share with blocking reader threads.
+struct Sources {
+    paths: Vec<PathBuf>,
+    filter: String,
+}
+
+/// The data of the latest successful read, to tell whether the next one changed.
+#[derive(Default)]
+struct LastRead {
+    revision: i64,
+    kvs: Arc<Kvs>,
+}
+
+/// Why reading the files failed; shown to the operator as one line naming the file.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: invalid {format}: {message}", path.display())]
+    Parse {
+        path: PathBuf,
+        format: Format,
+        message: String,
+    },
+    #[error("invalid file filter {filter:?}: {message}")]
+    Filter { filter: String, message: String },
+}
+
+impl From<ReadError> for BackendError {
+    fn from(err: ReadError) -> Self {
+        BackendError::Fatal {
+            backend: NAME,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl FileBackend {
+    /// `paths` are files or directories; `filter` is a glob on the names of the files
+    /// found inside directories (confd's `-filter`, `*` for all).
+    pub fn new(paths: Vec<PathBuf>, filter: String) -> Self {
+        FileBackend {
+            sources: Arc::new(Sources { paths, filter }),
+            last: Mutex::new(LastRead::default()),
+        }
+    }
+
+    /// Reads every file on a blocking thread and records the result's revision.
+    async fn read(&self) -> Result<(i64, Arc<Kvs>), BackendError> {
+        let sources = Arc::clone(&self.sources);
+        let kvs = tokio::task::spawn_blocking(move || sources.read())
+            .await
+            .map_err(|err| BackendError::Fatal {
+                backend: NAME,
+                message: format!("the file reader failed: {err}"),
+            })??;
+        Ok(self.record(kvs))
+    }
+
+    /// Keeps `kvs` as the latest data and returns its revision: one more than the
+    /// previous read's when the content differs, the same otherwise.
+    fn record(&self, kvs: Kvs) -> (i64, Arc<Kvs>) {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if last.revision == 0 || *last.kvs != kvs {
+            last.revision += 1;
+            last.kvs = Arc::new(kvs);
+        }
+        (last.revision, Arc::clone(&last.kvs))
+    }
+
+    /// The selected data at revision `after`, if that is the latest read.
+    fn selected_at(&self, after: i64, selectors: &[String]) -> Option<Kvs> {
+        let last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        (last.revision == after && after > 0).then(|| select(&last.kvs, selectors))
+    }
+
+    async fn watch_files(
+        &self,
+        selectors: &[String],
+        after: i64,
+        changes: mpsc::Sender<Change>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BackendError> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        // Held for the whole watch: dropping the debouncer stops it.
+        let _debouncer = self.sources.watch(tx)?;
+        // What the caller holds; unknown when `after` is not the latest read, and
+        // then the first read is sent whatever it finds.
+        let mut sent = self.selected_at(after, selectors);
+        // Read once before the first event: the files may have changed between the
+        // caller's snapshot and the watcher's start.
+        let mut dirty = true;
+        loop {
+            if dirty && let Some(snapshot) = self.reread(selectors, &mut sent).await {
+                tokio::select! {
+                    result = changes.send(Change::Reset(snapshot)) => if result.is_err() { return Ok(()) },
+                    _ = shutdown.cancelled() => return Ok(()),
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = changes.closed() => return Ok(()),
+                batch = rx.recv() => dirty = match batch {
+                    Some(Ok(events)) => events.iter().any(is_relevant),
+                    Some(Err(errors)) => {
+                        for err in errors {
+                            warn!(backend = NAME, cause = %err, "file watcher error");
+                        }
+                        // Events may have been lost with the error: read again.
+                        true
+                    }
+                    None => return Err(BackendError::Transient {
+                        backend: NAME,
+                        message: "the file watcher stopped".into(),
+                    }),
+                },
+            }
+        }
+    }
+
+    /// Re-reads the files after a change: the new snapshot when the selected data
+    /// differs from `sent`, nothing when it is the same or the files cannot be read.
+    /// A broken file is logged and skipped so that the daemon keeps the last good data
+    /// while someone is still editing.
+    async fn reread(&self, selectors: &[String], sent: &mut Option<Kvs>) -> Option<Snapshot> {
+        let (revision, kvs) = match self.read().await {
+            Ok(read) => read,
+            Err(err) => {
+                warn!(backend = NAME, cause = %err, "cannot read data files; keeping the last good data");
+                return None;
+            }
+        };
+        let selected = select(&kvs, selectors);
+        if sent.as_ref() == Some(&selected) {
+            return None;
+        }
+        debug!(backend = NAME, revision, "data files changed");
+        *sent = Some(selected.clone());
+        Some(Snapshot::new(revision, selected))
+    }
+}
+
+impl Backend for FileBackend {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn snapshot<'a>(
+        &'a self,
+        selectors: &'a [String],
+    ) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
+        Box::pin(async move {
+            let (revision, kvs) = self.read().await?;
+            Ok(Snapshot::new(revision, select(&kvs, selectors)))
+        })
+    }
+
+    fn watch<'a>(
+        &'a self,
+        selectors: &'a [String],
+        after: i64,
+        changes: mpsc::Sender<Change>,
+        shutdown: CancellationToken,
+    ) -> BoxFuture<'a, Result<(), BackendError>> {
+        Box::pin(self.watch_files(selectors, after, changes, shutdown))
+    }
+}
+
+/// The keys that any of `selectors` selects.
+fn select(kvs: &Kvs, selectors: &[String]) -> Kvs {
+    kvs.iter()
+        .filter(|(key, _)| selectors.iter().any(|s| keys::selects(s, key)))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// Any change but a read can alter the data. Events are not matched against the data
+/// files' own paths: a rename in the same directory (an atomic replace, Kubernetes
+/// swapping its `..data` link) can change what a path reads, and a spurious re-read
+/// costs little because unchanged data is never sent.
+fn is_relevant(event: &DebouncedEvent) -> bool {
+    !matches!(event.kind, EventKind::Access(_))
+}
+
+impl Sources {
+    /// Every file, flattened and merged; later files win.
+    fn read(&self) -> Result<Kvs, ReadError> {
+        let filter = glob::Pattern::new(&self.filter).map_err(|err| ReadError::Filter {
+            filter: self.filter.clone(),
+            message: err.to_string(),
+        })?;
+        let mut kvs = Kvs::new();
+        for path in &self.paths {
+            for file in files(path, &filter)? {
+                kvs.extend(read_file(&file)?);
+            }
+        }
+        Ok(kvs)
+    }
+
+    /// Starts a debounced watcher whose batches go to `tx`. Directories are watched
+    /// rather than files, so that a file replaced by a rename is still seen.
+    fn watch(
+        &self,
+        tx: mpsc::UnboundedSender<DebounceEventResult>,
+    ) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>, BackendError> {
+        let setup = |err: String| BackendError::Transient {
+            backend: NAME,
+            message: format!("cannot watch the data files: {err}"),
+        };
+        let mut debouncer = new_debouncer(DEBOUNCE, None, move |batch| {
+            // The receiver is gone only when the watch has ended.
+            let _ = tx.send(batch);
+        })
+        .map_err(|err| setup(err.to_string()))?;
+        for (dir, mode) in watch_roots(&self.paths).map_err(|err| setup(err.to_string()))? {
+            debouncer
+                .watch(&dir, mode)
+                .map_err(|err| setup(format!("{}: {err}", dir.display())))?;
+        }
+        Ok(debouncer)
+    }
+}
+
+/// The directories to watch for `paths`: a directory recursively; for a file its
+/// directory (and, for a symlink, also its target's directory) alone. Roots inside a
+/// recursive root are left out, since the recursive watch already covers them.
+fn watch_roots(paths: &[PathBuf]) -> Result<Vec<(PathBuf, RecursiveMode)>, ReadError> {
+    let mut recursive = Vec::new();
+    let mut single = Vec::new();
+    for path in paths {
+        if fs::metadata(path).map_err(io_error(path))?.is_dir() {
+            recursive.push(fs::canonicalize(path).map_err(io_error(path))?);
+            continue;
+        }
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        single.push(fs::canonicalize(parent).map_err(io_error(parent))?);
+        let target = fs::canonicalize(path).map_err(io_error(path))?;
+        if let Some(dir) = target.parent() {
+            single.push(dir.to_path_buf());
+        }
+    }
+    // Sorted, a directory comes before the directories inside it.
+    recursive.sort();
+    let mut roots: Vec<(PathBuf, RecursiveMode)> = Vec::new();
+    for (dir, mode) in recursive
+        .into_iter()
+        .map(|d| (d, RecursiveMode::Recursive))
+        .chain(single.into_iter().map(|d| (d, RecursiveMode::NonRecursive)))
+    {
+        let covered = roots
+            .iter()
+            .any(|(r, m)| *r == dir || (*m == RecursiveMode::Recursive && dir.starts_with(r)));
+        if !covered {
+            roots.push((dir, mode));
+        }
+    }
+    Ok(roots)
+}
+
+/// The files `path` names: itself, or the matching files below it in lexical order.
+fn files(path: &Path, filter: &glob::Pattern) -> Result<Vec<PathBuf>, ReadError> {
+    let meta = fs::metadata(path).map_err(io_error(path))?;
+    if !meta.is_dir() {
+        return Ok(vec![path.to_path_buf()]);
+    }
+    let mut out = Vec::new();
+    walk(path, filter, &mut HashSet::new(), &mut out)?;
+    Ok(out)
+}
+
+/// Collects the files below `dir`, following symlinks; `seen` guards against loops.
+fn walk(
+    dir: &Path,
+    filter: &glob::Pattern,
+    seen: &mut HashSet<PathBuf>,
+    out: &mut Vec<PathBuf>,
+) -> Result<(), ReadError> {
+    if !seen.insert(fs::canonicalize(dir).map_err(io_error(dir))?) {
+        return Ok(());
+    }
+    let mut entries = fs::read_dir(dir)
+        .map_err(io_error(dir))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(io_error(dir))?;
+    entries.sort();
+    for path in entries {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let meta = fs::metadata(&path).map_err(io_error(&path))?;
+        if meta.is_dir() {
+            walk(&path, filter, seen, out)?;
+        } else if meta.is_file() && filter.matches(name) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Wraps an I/O error with the path it concerns.
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
+    move |source| ReadError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One file's keys.
+fn read_file(path: &Path) -> Result<Kvs, ReadError> {
+    let text = fs::read_to_string(path).map_err(io_error(path))?;
+    let format = Format::of(path);
+    flatten::parse(&text, format).map_err(|message| ReadError::Parse {
+        path: path.to_path_buf(),
+        format,
+        message,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).unwrap();
+        }
+        fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn kvs(pairs: &[(&str, &str)]) -> Kvs {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn all() -> Vec<String> {
+        vec!["/".to_string()]
+    }
+
+    async fn snapshot(backend: &FileBackend, selectors: &[&str]) -> Result<Snapshot, BackendError> {
+        let selectors: Vec<String> = selectors.iter().map(|s| s.to_string()).collect();
+        backend.snapshot(&selectors).await
+    }
+
+    fn backend(paths: &[&Path]) -> FileBackend {
+        FileBackend::new(paths.iter().map(|p| p.to_path_buf()).collect(), "*".into())
+    }
+
+    #[test]
+    fn unknown_extensions_and_empty_files_read_as_yaml() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = write(dir.path(), "app.conf", "a: {b: c}\n");
+        let empty = write(dir.path(), "empty.yaml", "");
+        assert_eq!(read_file(&conf).unwrap(), kvs(&[("/a/b", "c")]));
+        assert_eq!(read_file(&empty).unwrap(), Kvs::new());
+    }
+
+    #[tokio::test]
+    async fn a_directory_is_read_in_order_through_the_filter() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "1.yaml", "a: first\nb: first\n");
+        write(dir.path(), "2/x.yaml", "b: second\nc: second\n");
+        write(dir.path(), "3.yml", "c: ignored by the filter\n");
+        write(dir.path(), "notes.txt", "not: yaml: at all: [\n");
+        write(dir.path(), ".hidden.yaml", "a: hidden\n");
+        let backend = FileBackend::new(vec![dir.path().to_path_buf()], "*.yaml".into());
+        let snap = snapshot(&backend, &["/"]).await.unwrap();
+        assert_eq!(
+            snap.kvs,
+            kvs(&[("/a", "first"), ("/b", "second"), ("/c", "second")])
+        );
+    }
+
+    #[tokio::test]
+    async fn later_files_override_earlier_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = write(dir.path(), "one.yaml", "db: {host: a, port: 1}\n");
+        let two = write(dir.path(), "two.json", r#"{"db": {"host": "b"}}"#);
+        let snap = snapshot(&backend(&[&one, &two]), &["/"]).await.unwrap();
+        assert_eq!(snap.kvs, kvs(&[("/db/host", "b"), ("/db/port", "1")]));
+        let snap = snapshot(&backend(&[&two, &one]), &["/"]).await.unwrap();
+        assert_eq!(snap.kvs, kvs(&[("/db/host", "a"), ("/db/port", "1")]));
+    }
+
+    #[tokio::test]
+    async fn selectors_keep_only_what_they_select() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "a.yaml",
+            "app:\n  db: {host: h}\n  dbx: sibling\n  db-x: sibling\n  web: {port: 80}\nother: o\n",
+        );
+        let backend = backend(&[&path]);
+        let snap = snapshot(&backend, &["/app/db", "/other"]).await.unwrap();
+        assert_eq!(snap.kvs, kvs(&[("/app/db/host", "h"), ("/other", "o")]));
+    }
+
+    #[tokio::test]
+    async fn parse_errors_name_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            ("bad.yaml", "a: b\nc: [unclosed\n", "line"),
+            ("bad.json", "{\n  \"a\": 1,\n}", "line 3"),
+            ("bad.toml", "a = 1\nb = \n", "line 2"),
+        ];
+        for (name, text, at) in cases {
+            let path = write(dir.path(), name, text);
+            let err = snapshot(&backend(&[&path]), &["/"]).await.unwrap_err();
+            assert!(!err.is_transient());
+            let msg = err.to_string();
+            assert!(msg.contains(name) && msg.contains(at), "{msg}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_missing_file_is_fatal_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.yaml");
+        let err = snapshot(&backend(&[&missing]), &["/"]).await.unwrap_err();
+        assert!(!err.is_transient());
+        assert!(err.to_string().contains("missing.yaml"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_revision_grows_only_when_the_data_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "a.yaml", "a: 1\n");
+        let backend = backend(&[&path]);
+        assert_eq!(snapshot(&backend, &["/"]).await.unwrap().revision, 1);
+        assert_eq!(snapshot(&backend, &["/"]).await.unwrap().revision, 1);
+        write(dir.path(), "a.yaml", "a: 1 # same data, new comment\n");
+        assert_eq!(snapshot(&backend, &["/"]).await.unwrap().revision, 1);
+        write(dir.path(), "a.yaml", "a: 2\n");
+        assert_eq!(snapshot(&backend, &["/a"]).await.unwrap().revision, 2);
+    }
+
+    /// confd's `integration/file/backends1/1.yaml`, whose keys its integration
+    /// templates read.
+    #[tokio::test]
+    async fn confd_integration_data_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "backends1/1.yaml",
+            "key: foobar\ndatabase:\n  host: 127.0.0.1\n  password: p@sSw0rd\n  port: \"3306\"\n  username: confd\n",
+        );
+        let snap = snapshot(&backend(&[path.parent().unwrap()]), &["/key", "/database"])
+            .await
+            .unwrap();
+        assert_eq!(
+            snap.kvs,
+            kvs(&[
+                ("/database/host", "127.0.0.1"),
+                ("/database/password", "p@sSw0rd"),
+                ("/database/port", "3306"),
+                ("/database/username", "confd"),
+                ("/key", "foobar"),
+            ])
+        );
+    }
+
+    /// Replaces `name` the way careful writers do: a temporary file, then a rename.
+    fn replace(dir: &Path, name: &str, text: &str) {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        let mut file = fs::File::create(&tmp).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file.sync_all().unwrap();
+        fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+
+    async fn next_reset(rx: &mut mpsc::Receiver<Change>) -> Snapshot {
+        let change = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("no change within 10 s")
+            .expect("watch ended");
+        match change {
+            Change::Reset(snapshot) => snapshot,
+            other => panic!("expected a reset, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn watch_reports_replaced_files_and_skips_broken_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "app.yaml", "app: {value: one}\nother: x\n");
+        let backend = Arc::new(backend(&[&path]));
+        let selectors = vec!["/app".to_string()];
+        let first = backend.snapshot(&selectors).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn({
+            let (backend, selectors, shutdown) =
+                (backend.clone(), selectors.clone(), shutdown.clone());
+            async move {
+                backend
+                    .watch(&selectors, first.revision, tx, shutdown)
+                    .await
+            }
+        });
+
+        replace(dir.path(), "app.yaml", "app: {value: two}\nother: x\n");
+        let second = next_reset(&mut rx).await;
+        assert_eq!(second.kvs, kvs(&[("/app/value", "two")]));
+        assert!(second.revision > first.revision);
+
+        // Neither a broken file nor a change to unselected keys is sent: the next
+        // reset must carry the fixed value.
+        replace(dir.path(), "app.yaml", "app: {value: [broken\n");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        replace(dir.path(), "app.yaml", "app: {value: two}\nother: y\n");
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        replace(dir.path(), "app.yaml", "app: {value: three}\nother: y\n");
+        let third = next_reset(&mut rx).await;
+        assert_eq!(third.kvs, kvs(&[("/app/value", "three")]));
+
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn watch_sees_new_files_in_a_directory_and_ends_when_the_receiver_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "a: 1\n");
+        let backend = backend(&[dir.path()]);
+        let first = snapshot(&backend, &["/"]).await.unwrap();
+        let (tx, mut rx) = mpsc::channel(8);
+        let selectors = all();
+        let watch = backend.watch(&selectors, first.revision, tx, CancellationToken::new());
+        let check = async {
+            write(dir.path(), "sub/b.yaml", "b: 2\n");
+            let next = next_reset(&mut rx).await;
+            assert_eq!(next.kvs, kvs(&[("/a", "1"), ("/b", "2")]));
+            drop(rx);
+        };
+        let (result, ()) = tokio::join!(watch, check);
+        result.unwrap();
+    }
+
+    #[test]
+    fn watch_roots_use_directories_and_skip_covered_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(dir.path()).unwrap();
+        let file = write(&root, "sub/a.yaml", "a: 1\n");
+        let roots = watch_roots(&[file, root.clone()]).unwrap();
+        assert_eq!(roots, vec![(root, RecursiveMode::Recursive)]);
+    }
+}

@@ -1,0 +1,345 @@
+//! One data file's text → flat keys: nested maps become key paths, list items `/0`,
+//! `/1`, …, and scalars are stringified as confd's yaml.v2 walk does (`3306`, `true`,
+//! floats in Go's shortest form without exponent: `0.5`, `1e21` as
+//! `1000000000000000000000`, `.inf` as `+Inf`). A null produces no key at all, as in
+//! confd, whose walk has no case for nil; nor does an empty map or list.
+//!
+//! Finding, reading and merging files is left to the parent module.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use crate::keys;
+
+/// Absolute keys to values.
+pub(super) type Kvs = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Format {
+    Yaml,
+    Json,
+    Toml,
+}
+
+impl std::fmt::Display for Format {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Format::Yaml => "YAML",
+            Format::Json => "JSON",
+            Format::Toml => "TOML",
+        })
+    }
+}
+
+impl Format {
+    /// confd reads every file as YAML (JSON is a subset of it); dedicated parsers for
+    /// `.json` and `.toml` give better error messages and make TOML possible at all.
+    pub(super) fn of(path: &Path) -> Format {
+        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        match ext.to_ascii_lowercase().as_str() {
+            "json" => Format::Json,
+            "toml" => Format::Toml,
+            _ => Format::Yaml,
+        }
+    }
+}
+
+/// The keys of one document in `format`; the error is the parser's message with
+/// its line and column.
+pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, String> {
+    let mut kvs = Kvs::new();
+    match format {
+        Format::Yaml => {
+            let mut doc: serde_yaml::Value =
+                serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+            doc.apply_merge().map_err(|e| e.to_string())?;
+            flatten_yaml(&doc, "/", &mut kvs)?;
+        }
+        Format::Json => {
+            let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            flatten_json(&doc, "/", &mut kvs);
+        }
+        Format::Toml => {
+            let doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            flatten_toml(&toml::Value::Table(doc), "/", &mut kvs);
+        }
+    }
+    // A bare scalar (or a value under an empty key) has no path to live at.
+    if kvs.contains_key("/") {
+        return Err("the top level must be a mapping or a list".into());
+    }
+    Ok(kvs)
+}
+
+/// toml's own message spans several lines with a source excerpt; a log line wants
+/// `line L column C: message` as the other parsers give it.
+fn toml_error(text: &str, err: &toml::de::Error) -> String {
+    let Some(span) = err.span() else {
+        return err.message().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!(
+        "{} at line {line} column {column}",
+        err.message().trim_end()
+    )
+}
+
+fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
+    use serde_yaml::Value;
+    match node {
+        Value::Null => {}
+        Value::Bool(b) => put(out, key, b.to_string()),
+        Value::Number(n) => put(out, key, yaml_number(n)),
+        Value::String(s) => put(out, key, s.clone()),
+        Value::Sequence(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten_yaml(item, &keys::join(key, &i.to_string()), out)?;
+            }
+        }
+        Value::Mapping(map) => {
+            for (k, v) in map {
+                let segment =
+                    yaml_key(k).ok_or_else(|| format!("a map key under {key} is not a scalar"))?;
+                flatten_yaml(v, &keys::join(key, &segment), out)?;
+            }
+        }
+        Value::Tagged(tagged) => flatten_yaml(&tagged.value, key, out)?,
+    }
+    Ok(())
+}
+
+fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
+    use serde_yaml::Value;
+    match key {
+        Value::Null => Some(String::new()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(yaml_number(n)),
+        Value::String(s) => Some(s.clone()),
+        Value::Tagged(tagged) => yaml_key(&tagged.value),
+        Value::Sequence(_) | Value::Mapping(_) => None,
+    }
+}
+
+fn yaml_number(n: &serde_yaml::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        i.to_string()
+    } else if let Some(u) = n.as_u64() {
+        u.to_string()
+    } else {
+        go_float(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+fn flatten_json(node: &serde_json::Value, key: &str, out: &mut Kvs) {
+    use serde_json::Value;
+    match node {
+        Value::Null => {}
+        Value::Bool(b) => put(out, key, b.to_string()),
+        Value::Number(n) => {
+            let text = match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => i.to_string(),
+                (None, Some(u)) => u.to_string(),
+                _ => go_float(n.as_f64().unwrap_or(f64::NAN)),
+            };
+            put(out, key, text);
+        }
+        Value::String(s) => put(out, key, s.clone()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten_json(item, &keys::join(key, &i.to_string()), out);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                flatten_json(v, &keys::join(key, k), out);
+            }
+        }
+    }
+}
+
+fn flatten_toml(node: &toml::Value, key: &str, out: &mut Kvs) {
+    use toml::Value;
+    match node {
+        Value::String(s) => put(out, key, s.clone()),
+        Value::Integer(i) => put(out, key, i.to_string()),
+        Value::Float(f) => put(out, key, go_float(*f)),
+        Value::Boolean(b) => put(out, key, b.to_string()),
+        Value::Datetime(d) => put(out, key, d.to_string()),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten_toml(item, &keys::join(key, &i.to_string()), out);
+            }
+        }
+        Value::Table(map) => {
+            for (k, v) in map {
+                flatten_toml(v, &keys::join(key, k), out);
+            }
+        }
+    }
+}
+
+fn put(out: &mut Kvs, key: &str, value: String) {
+    out.insert(key.to_string(), value);
+}
+
+/// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that read back
+/// as `f`, never an exponent. Rust's `Display` agrees except for the infinities.
+fn go_float(f: f64) -> String {
+    if f.is_infinite() {
+        if f > 0.0 { "+Inf" } else { "-Inf" }.to_string()
+    } else {
+        f.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kvs(pairs: &[(&str, &str)]) -> Kvs {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn nested_yaml_becomes_flat_keys() {
+        let yaml = "
+app:
+  db:
+    host: 127.0.0.1
+    port: 3306
+    tls: true
+    ratio: 0.5
+    big: 1.0e21
+    whole: 2.0
+    none: ~
+  hosts: [a, b]
+  items:
+    - name: x
+      weight: -1
+  inf: .inf
+  1: one
+";
+        assert_eq!(
+            parse(yaml, Format::Yaml).unwrap(),
+            kvs(&[
+                ("/app/1", "one"),
+                ("/app/db/big", "1000000000000000000000"),
+                ("/app/db/host", "127.0.0.1"),
+                ("/app/db/port", "3306"),
+                ("/app/db/ratio", "0.5"),
+                ("/app/db/tls", "true"),
+                ("/app/db/whole", "2"),
+                ("/app/hosts/0", "a"),
+                ("/app/hosts/1", "b"),
+                ("/app/inf", "+Inf"),
+                ("/app/items/0/name", "x"),
+                ("/app/items/0/weight", "-1"),
+            ])
+        );
+    }
+
+    #[test]
+    fn yaml_merge_keys_are_applied() {
+        let yaml = "base: &b\n  port: 80\nweb:\n  <<: *b\n  host: h\n";
+        assert_eq!(
+            parse(yaml, Format::Yaml).unwrap(),
+            kvs(&[
+                ("/base/port", "80"),
+                ("/web/host", "h"),
+                ("/web/port", "80")
+            ])
+        );
+    }
+
+    #[test]
+    fn nested_json_becomes_flat_keys() {
+        let json =
+            r#"{"db": {"port": 3306, "on": false, "f": 0.1, "n": null, "list": [1, {"k": "v"}]}}"#;
+        assert_eq!(
+            parse(json, Format::Json).unwrap(),
+            kvs(&[
+                ("/db/f", "0.1"),
+                ("/db/list/0", "1"),
+                ("/db/list/1/k", "v"),
+                ("/db/on", "false"),
+                ("/db/port", "3306"),
+            ])
+        );
+    }
+
+    #[test]
+    fn nested_toml_becomes_flat_keys() {
+        let toml = "
+key = \"v\"
+when = 1979-05-27T07:32:00Z
+[db]
+port = 3306
+tls = true
+ratio = 1.5
+hosts = [\"a\", \"b\"]
+[[db.users]]
+name = \"u\"
+";
+        assert_eq!(
+            parse(toml, Format::Toml).unwrap(),
+            kvs(&[
+                ("/db/hosts/0", "a"),
+                ("/db/hosts/1", "b"),
+                ("/db/port", "3306"),
+                ("/db/ratio", "1.5"),
+                ("/db/tls", "true"),
+                ("/db/users/0/name", "u"),
+                ("/key", "v"),
+                ("/when", "1979-05-27T07:32:00Z"),
+            ])
+        );
+    }
+
+    #[test]
+    fn floats_print_like_go() {
+        assert_eq!(go_float(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(go_float(1e-7), "0.0000001");
+        assert_eq!(go_float(3.0), "3");
+        assert_eq!(go_float(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(go_float(f64::NAN), "NaN");
+    }
+
+    #[test]
+    fn the_format_follows_the_extension() {
+        assert_eq!(Format::of(Path::new("a.JSON")), Format::Json);
+        assert_eq!(Format::of(Path::new("a.toml")), Format::Toml);
+        assert_eq!(Format::of(Path::new("a.yml")), Format::Yaml);
+        assert_eq!(Format::of(Path::new("app.conf")), Format::Yaml);
+        assert_eq!(Format::of(Path::new("noext")), Format::Yaml);
+    }
+
+    #[test]
+    fn an_empty_document_has_no_keys() {
+        assert_eq!(parse("", Format::Yaml).unwrap(), Kvs::new());
+        assert_eq!(parse("", Format::Toml).unwrap(), Kvs::new());
+    }
+
+    #[test]
+    fn a_bare_scalar_is_an_error() {
+        let err = parse("just a string\n", Format::Yaml).unwrap_err();
+        assert!(err.contains("top level"), "{err}");
+    }
+
+    #[test]
+    fn errors_give_the_line_and_column() {
+        let yaml = parse("a: b\nc: [unclosed\n", Format::Yaml).unwrap_err();
+        let json = parse("{\n  \"a\": 1,\n}", Format::Json).unwrap_err();
+        let toml = parse("a = 1\nb = \n", Format::Toml).unwrap_err();
+        assert!(yaml.contains("at line 3 column 1"), "{yaml}");
+        assert_eq!(json, "trailing comma at line 3 column 1");
+        assert!(
+            !toml.contains('\n') && toml.ends_with("at line 2 column 5"),
+            "{toml}"
+        );
+    }
+}
