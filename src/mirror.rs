@@ -28,7 +28,10 @@ impl Snapshot {
     /// Every key that `selector` selects, in key order: the selector itself, then
     /// everything below it. A plain range from the selector would also pass siblings
     /// such as `/app/db-x`, which sort between `/app/db` and `/app/db/`.
-    pub fn selected<'a>(&'a self, selector: &'a str) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
+    pub fn selected<'a>(
+        &'a self,
+        selector: &'a str,
+    ) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
         let exact = self.kvs.get_key_value(selector);
         let below = if selector == "/" {
             String::from("/")
@@ -83,7 +86,11 @@ mod tests {
 
     #[test]
     fn store_strips_the_prefix() {
-        let s = snapshot(&[("/app/db/host", "h"), ("/app/web/port", "80"), ("/other", "x")]);
+        let s = snapshot(&[
+            ("/app/db/host", "h"),
+            ("/app/web/port", "80"),
+            ("/other", "x"),
+        ]);
         let store = s.store("/app", &["/app/db".to_string()]);
         assert_eq!(store.revision(), 7);
         assert_eq!(store.get("/db/host"), Some("h"));

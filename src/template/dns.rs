@@ -385,6 +385,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_silent_or_closed_port_is_an_error() {
+        // Tests stay on loopback: no query ever leaves for the real nameserver.
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        assert!(query_srv(port, "_x._tcp.example.com", Duration::from_millis(200)).is_err());
+    }
+
+    #[test]
     fn query_against_a_fake_server_on_loopback() {
         let server = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = server.local_addr().unwrap();

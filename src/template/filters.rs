@@ -286,5 +286,8 @@ mod tests {
             render(r#"{% if "abc" is containing(pat="b") %}yes{% endif %}"#),
             "yes"
         );
+        // docs/functions.md promises these replacements for confd's contains and map.
+        assert_eq!(render(r#"{% if "b" in "abc" %}yes{% endif %}"#), "yes");
+        assert_eq!(render(r#"{% set m = {"k": "v"} %}{{ m.k }}"#), "v");
     }
 }
