@@ -30,7 +30,7 @@ use std::time::Duration;
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
 use super::dns;
-use crate::store::Store;
+use crate::store::{LookupError, Store};
 
 thread_local! {
     /// The store of the render running on this thread.
@@ -124,7 +124,10 @@ fn getv(kw: Kwargs, _: &State) -> TeraResult<String> {
     with_current(|store| match (store.get(key), default) {
         (Some(value), _) => Ok(value.to_string()),
         (None, Some(default)) => Ok(default.to_string()),
-        (None, None) => Err(lookup_error("getv", store.getv(key).unwrap_err())),
+        (None, None) => Err(lookup_error(
+            "getv",
+            LookupError::KeyNotFound(key.to_string()),
+        )),
     })
 }
 
@@ -167,7 +170,7 @@ fn lsdir(kw: Kwargs, _: &State) -> TeraResult<Vec<String>> {
     with_current(|store| Ok(store.lsdir(path)))
 }
 
-fn lookup_error(function: &str, err: crate::store::LookupError) -> Error {
+fn lookup_error(function: &str, err: LookupError) -> Error {
     Error::message(format!("{function}: {err}"))
 }
 
