@@ -166,6 +166,10 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         .clone()
         .or(file.confdir)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR));
+    // Relative dests resolve against the confdir, and commands run from conflux's own
+    // working directory: make it absolute so the paths they see are unambiguous.
+    let confdir = std::path::absolute(&confdir)
+        .map_err(|e| ConfigError::Invalid(format!("confdir {}: {e}", confdir.display())))?;
     let backend_name = cli
         .backend
         .clone()
