@@ -389,6 +389,7 @@ mod tests {
             gid: None,
             check: None,
             reload: None,
+            wait: None,
         }
     }
 
