@@ -3,8 +3,8 @@
 //!
 //! | filter | input | arguments | returns | notes |
 //! |---|---|---|---|---|
-//! | `json` | string | | map | invalid JSON or not an object: error |
-//! | `jsonArray` | string | | list | invalid JSON or not an array: error |
+//! | `json` | string | `default` | map | invalid JSON or not an object: `default` when given, else an error |
+//! | `jsonArray` | string | `default` | list | invalid JSON or not an array: `default` when given, else an error |
 //! | `base`, `dir` | string | | string | Go `path.Base` / `path.Dir` |
 //! | `toUpper`, `toLower` | string | | string | |
 //! | `base64Encode`, `base64Decode` | string | | string | standard alphabet, padded; bad input or non-UTF-8 result: error |
@@ -45,23 +45,35 @@ fn parse_json(filter: &str, s: &str) -> TeraResult<serde_json::Value> {
     serde_json::from_str(s).map_err(|e| Error::message(format!("{filter}: invalid JSON: {e}")))
 }
 
-fn json(s: &str, _: Kwargs, _: &State) -> TeraResult<Value> {
-    match parse_json("json", s)? {
+fn json(s: &str, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    or_default(kwargs, || match parse_json("json", s)? {
         object @ serde_json::Value::Object(_) => Ok(Value::from_serializable(&object)),
         other => Err(Error::message(format!(
             "json: expected a JSON object, got {}",
             json_kind(&other)
         ))),
-    }
+    })
 }
 
-fn json_array(s: &str, _: Kwargs, _: &State) -> TeraResult<Value> {
-    match parse_json("jsonArray", s)? {
+fn json_array(s: &str, kwargs: Kwargs, _: &State) -> TeraResult<Value> {
+    or_default(kwargs, || match parse_json("jsonArray", s)? {
         array @ serde_json::Value::Array(_) => Ok(Value::from_serializable(&array)),
         other => Err(Error::message(format!(
             "jsonArray: expected a JSON array, got {}",
             json_kind(&other)
         ))),
+    })
+}
+
+/// The parse, or the `default` keyword when the parse fails and one was given: lets a
+/// template skip one bad value (a route written by hand) instead of failing the
+/// whole render.
+fn or_default(kwargs: Kwargs, parse: impl FnOnce() -> TeraResult<Value>) -> TeraResult<Value> {
+    let default = kwargs.get::<Value>("default")?;
+    match (parse(), default) {
+        (Ok(v), _) => Ok(v),
+        (Err(_), Some(d)) => Ok(d),
+        (Err(e), None) => Err(e),
     }
 }
 
@@ -195,6 +207,22 @@ mod tests {
             render_err(r#"{{ "{}" | jsonArray }}"#).contains("jsonArray: expected a JSON array")
         );
         assert!(render_err(r#"{{ "nope" | jsonArray }}"#).contains("jsonArray: invalid JSON"));
+    }
+
+    #[test]
+    fn json_default_replaces_a_bad_value_only() {
+        assert_eq!(render(r#"{{ "{" | json(default="bad") }}"#), "bad");
+        assert_eq!(render(r#"{{ "[1]" | json(default="bad") }}"#), "bad");
+        assert_eq!(
+            render(r#"{% set o = getv(key="/cfg") | json(default="bad") %}{{ o.port }}"#),
+            "80"
+        );
+        assert_eq!(render(r#"{{ "x" | jsonArray(default=[]) | length }}"#), "0");
+    }
+
+    #[test]
+    fn warn_renders_as_nothing() {
+        assert_eq!(render(r#"a{{ warn(message="route r skipped") }}b"#), "ab");
     }
 
     #[test]

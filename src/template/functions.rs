@@ -18,6 +18,7 @@
 //! | `seq` | `start`, `end` | list of integers, inclusive | `start > end`: empty |
 //! | `datetime` | optional `format` | string, local time now | strftime format (`%Y-%m-%d`); default RFC 3339 |
 //! | `add`, `sub`, `mul`, `div`, `mod` | `a`, `b` | integer | division or modulo by 0, or overflow: error |
+//! | `warn` | `message` | nothing | logs `message` as a warning (not in confd: for templates that skip bad values) |
 //!
 //! The store functions read the [`Store`] of the render in progress on this thread,
 //! set by [`with_store`]. Filters (`json`, `base`, `toUpper`, ...) are in
@@ -92,6 +93,7 @@ pub(crate) fn register(tera: &mut Tera) {
     });
     tera.register_function("lookupSRV", lookup_srv);
     tera.register_function("seq", seq);
+    tera.register_function("warn", warn);
     tera.register_function("datetime", datetime);
     tera.register_function("add", |kw: Kwargs, _: &State| {
         arithmetic(kw, "add", i64::checked_add)
@@ -290,6 +292,15 @@ fn arithmetic(kw: Kwargs, name: &str, op: fn(i64, i64) -> Option<i64>) -> TeraRe
         };
         Error::message(format!("{name}: {why} ({a}, {b})"))
     })
+}
+
+/// `warn(message)`: logs `message` as a warning of the render under way and renders
+/// as nothing, so a template that skips a bad value (a route that is not JSON) says so
+/// in the log instead of dropping it silently.
+fn warn(kwargs: Kwargs, _: &State) -> TeraResult<String> {
+    let message: &str = kwargs.must_get("message")?;
+    tracing::warn!(message, "template warning");
+    Ok(String::new())
 }
 
 #[cfg(test)]
