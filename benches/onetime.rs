@@ -32,10 +32,13 @@ fn main() {
         root.to_str().expect("utf-8"),
     ];
 
-    let first = sample(|| {
-        std::fs::remove_dir_all(root.join("out")).expect("clear out");
-        std::fs::create_dir(root.join("out")).expect("mkdir out");
-    }, &args);
+    let first = sample(
+        || {
+            std::fs::remove_dir_all(root.join("out")).expect("clear out");
+            std::fs::create_dir(root.join("out")).expect("mkdir out");
+        },
+        &args,
+    );
     let rerun = sample(|| {}, &args);
     assert_eq!(
         std::fs::read_dir(root.join("out")).expect("out").count(),
@@ -77,9 +80,16 @@ fn sample(mut before: impl FnMut(), args: &[&str]) -> Vec<Duration> {
     for _ in 0..SAMPLES {
         before();
         let start = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_conflux")).args(args).output().expect("run conflux");
+        let out = Command::new(env!("CARGO_BIN_EXE_conflux"))
+            .args(args)
+            .output()
+            .expect("run conflux");
         times.push(start.elapsed());
-        assert!(out.status.success(), "conflux failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "conflux failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     times.sort();
     times

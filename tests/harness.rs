@@ -78,13 +78,21 @@ pub struct Run {
 impl Run {
     #[track_caller]
     pub fn assert_code(&self, code: i32) -> &Run {
-        assert_eq!(self.code, code, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, code,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn assert_stderr_contains(&self, needle: &str) -> &Run {
-        assert!(self.stderr.contains(needle), "stderr lacks {needle:?}:\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(needle),
+            "stderr lacks {needle:?}:\n{}",
+            self.stderr
+        );
         self
     }
 }
@@ -97,7 +105,9 @@ pub fn conflux(args: &[String], env: &[(&str, &str)]) -> Run {
             cmd.env_remove(k);
         }
     }
-    cmd.args(args).env("RUST_BACKTRACE", "0").envs(env.iter().copied());
+    cmd.args(args)
+        .env("RUST_BACKTRACE", "0")
+        .envs(env.iter().copied());
     let out = cmd.output().expect("run conflux");
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -110,8 +120,11 @@ pub fn conflux(args: &[String], env: &[(&str, &str)]) -> Run {
 /// diff when it does not.
 #[track_caller]
 pub fn assert_golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
-    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("golden {}: {e}", path.display()));
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("golden {}: {e}", path.display()));
     if expected != actual {
         let diff = similar::TextDiff::from_lines(&expected, actual)
             .unified_diff()
@@ -125,7 +138,9 @@ impl Confdir {
     /// A confdir holding a copy of `tests/fixtures/<name>`.
     pub fn from_fixture(name: &str) -> Confdir {
         let dir = Confdir::new();
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name);
+        let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(name);
         copy_tree(&src, dir.root());
         dir
     }
