@@ -20,10 +20,7 @@ pub struct Command {
 
 impl Command {
     pub fn new(line: impl Into<String>, timeout: Duration) -> Self {
-        Command {
-            line: line.into(),
-            timeout,
-        }
+        Command { line: line.into(), timeout }
     }
 
     /// The shell line with `{{.src}}` (the staged file) and `{{.dest}}` substituted.

@@ -33,10 +33,7 @@ impl Snapshot {
     /// Every key that `selector` selects, in key order: the selector itself, then
     /// everything below it. A plain range from the selector would also pass siblings
     /// such as `/app/db-x`, which sort between `/app/db` and `/app/db/`.
-    pub fn selected<'a>(
-        &'a self,
-        selector: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
+    pub fn selected<'a>(&'a self, selector: &'a str) -> impl Iterator<Item = (&'a String, &'a String)> + 'a {
         let exact = self.kvs.get_key_value(selector);
         let below = if selector == "/" {
             String::from("/")

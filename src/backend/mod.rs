@@ -45,16 +45,10 @@ pub enum Change {
 pub enum BackendError {
     /// Worth retrying: the server is away, a request timed out, a leader changed.
     #[error("{backend}: {message}")]
-    Transient {
-        backend: &'static str,
-        message: String,
-    },
+    Transient { backend: &'static str, message: String },
     /// Retrying will not help: bad credentials, a malformed data file, a bad setting.
     #[error("{backend}: {message}")]
-    Fatal {
-        backend: &'static str,
-        message: String,
-    },
+    Fatal { backend: &'static str, message: String },
 }
 
 impl BackendError {
@@ -69,10 +63,7 @@ pub trait Backend: Send + Sync {
 
     /// Every key that `selectors` select (see [`crate::keys::selects`]), read as one
     /// consistent snapshot. Keys are absolute (`/app/db/host`).
-    fn snapshot<'a>(
-        &'a self,
-        selectors: &'a [String],
-    ) -> BoxFuture<'a, Result<Snapshot, BackendError>>;
+    fn snapshot<'a>(&'a self, selectors: &'a [String]) -> BoxFuture<'a, Result<Snapshot, BackendError>>;
 
     /// Sends every change to the selected keys after revision `after` to `changes`,
     /// in revision order, until `shutdown` is cancelled or `changes` is closed.
