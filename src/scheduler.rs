@@ -299,6 +299,9 @@ pub struct Scheduler {
     limit: usize,
     running: JoinSet<Finished>,
     running_names: HashMap<task::Id, String>,
+    /// Removed resources whose apply is still under way: a set that brings one back
+    /// takes its slot, so the old apply and a new one never overlap.
+    retired: HashMap<String, Slot>,
 }
 
 impl Scheduler {
@@ -313,6 +316,7 @@ impl Scheduler {
             limit: limit.max(1),
             running: JoinSet::new(),
             running_names: HashMap::new(),
+            retired: HashMap::new(),
         };
         scheduler.replace(set);
         scheduler
@@ -322,11 +326,12 @@ impl Scheduler {
     /// an apply under way, an owed reload and its backoff, so it never applies twice
     /// at once across the swap. Nothing is marked changed; the caller decides.
     pub fn replace(&mut self, set: ResourceSet) {
-        let mut old: HashMap<String, Slot> = self
-            .slots
-            .drain(..)
-            .map(|slot| (slot.resource.name.clone(), slot))
-            .collect();
+        let mut old: HashMap<String, Slot> = std::mem::take(&mut self.retired);
+        old.extend(
+            self.slots
+                .drain(..)
+                .map(|slot| (slot.resource.name.clone(), slot)),
+        );
         self.applier = set.applier;
         for resource in set.resources {
             let wait = set
@@ -345,6 +350,10 @@ impl Scheduler {
             };
             self.slots.push(slot);
         }
+        self.retired = old
+            .into_iter()
+            .filter(|(_, slot)| slot.running.is_some())
+            .collect();
         self.by_name = self
             .slots
             .iter()
@@ -470,6 +479,7 @@ impl Scheduler {
     /// Records how a piece of work ended, logs it and schedules what follows.
     pub fn finish(&mut self, finished: Finished, now: Instant) {
         let Some(&i) = self.by_name.get(&finished.name) else {
+            self.retired.remove(&finished.name);
             info!(resource = %finished.name, "apply of a removed resource finished");
             return;
         };
@@ -757,5 +767,40 @@ mod tests {
         s.finish_apply(&ApplyResult::Ok { changed: true }, t0 + ms(10));
         assert_eq!(s.due(), None);
         assert!(!s.reload_owed);
+    }
+
+    struct Nothing;
+
+    impl Applier for Nothing {
+        fn apply(&self, _: &Resource, _: &Arc<Snapshot>) -> ApplyResult {
+            ApplyResult::Ok { changed: false }
+        }
+
+        fn reload(&self, _: &Resource) -> Result<(), String> {
+            Ok(())
+        }
+    }
+
+    fn set_of(slots: &[Slot]) -> ResourceSet {
+        ResourceSet {
+            resources: slots.iter().map(|s| s.resource.as_ref().clone()).collect(),
+            waits: HashMap::new(),
+            applier: Arc::new(Nothing),
+        }
+    }
+
+    #[test]
+    fn a_resource_removed_and_brought_back_mid_apply_is_still_running() {
+        let a = slot("0");
+        let mut scheduler = Scheduler::new(set_of(std::slice::from_ref(&a)), Wait::default(), 2);
+        scheduler.slots[0].start(Work::Apply, Instant::now());
+        scheduler.replace(set_of(&[]));
+        scheduler.replace(set_of(&[a]));
+        scheduler.changed_all(Instant::now());
+        assert_eq!(
+            scheduler.next_due(),
+            None,
+            "no second apply while the first runs"
+        );
     }
 }
