@@ -21,16 +21,20 @@
 //! - [`template`]: Tera set-up with autoescape off and the confd function set.
 //! - [`command`]: check and reload commands: shell line, timeout, process group.
 //! - [`pipeline`]: one resource, one pass.
+//! - [`scheduler`]: when each resource is applied: coalescing, retries, one apply at a time.
+//! - [`daemon`]: the watch and interval loops, SIGHUP reloads and shutdown.
 //! - [`run`]: one-shot runs and the mapping of results to exit codes.
 
 pub mod backend;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod daemon;
 pub mod keys;
 pub mod mirror;
 pub mod pipeline;
 pub mod resource;
 pub mod run;
+pub mod scheduler;
 pub mod store;
 pub mod template;
