@@ -16,6 +16,9 @@
 //! - a connection can hang without breaking (a frozen member, a lost route): the watch
 //!   asks for progress notifications and gives up when nothing at all arrives in time.
 //!
+//! Keys and values are read as UTF-8, with invalid bytes replaced (templates deal in
+//! strings, as confd's do).
+//!
 //! Selectors, ranges and revisions are the caller's business: it passes merged selectors
 //! ([`crate::keys::merge`]) and keeps the mirror.
 
@@ -224,6 +227,7 @@ impl EtcdBackend {
                     );
                     let snapshot = self.read(selectors).await?;
                     next = snapshot.revision + 1;
+                    refreshes = 0;
                     if !send(&changes, Change::Reset(snapshot), &shutdown).await {
                         return Ok(());
                     }
