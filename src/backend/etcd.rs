@@ -22,21 +22,24 @@
 //! Selectors, ranges and revisions are the caller's business: it passes merged selectors
 //! ([`crate::keys::merge`]) and keeps the mirror.
 
+mod error;
+mod watch;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use etcd_client::{
-    Certificate, Client, ConnectOptions, EventType, GetOptions, Identity, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchResponse,
+    Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
 use tokio::sync::mpsc;
-use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
-use super::{Backend, BackendError, BoxFuture, Change, Event};
+use self::error::{classify, fatal, is_invalid_token, transient};
+use super::{Backend, BackendError, BoxFuture, Change};
 use crate::keys;
 use crate::mirror::Snapshot;
 
@@ -51,9 +54,6 @@ const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
 /// Pause between attempts of one request when several endpoints are configured.
 const RETRY_DELAY: Duration = Duration::from_millis(50);
-
-/// How a watch that was refused for an expired token is retried before giving up.
-const MAX_TOKEN_REFRESHES: u32 = 2;
 
 /// Where etcd is and how to talk to it.
 #[derive(Debug, Clone)]
@@ -190,134 +190,6 @@ impl EtcdBackend {
         Ok(Snapshot::new(revision, kvs))
     }
 
-    /// Follows every change to the keys `selectors` select after revision `after` on one
-    /// watch stream, until `shutdown` or until `changes` is closed (both `Ok(())`).
-    ///
-    /// Returns [`BackendError::Transient`] when the stream broke, ended or stalled: the
-    /// caller backs off and calls again from the last revision it applied, which loses
-    /// nothing as long as that revision is not compacted (and if it is, the next call
-    /// starts with a [`Change::Reset`]).
-    pub async fn follow(
-        &self,
-        selectors: &[String],
-        after: i64,
-        changes: mpsc::Sender<Change>,
-        shutdown: CancellationToken,
-    ) -> Result<(), BackendError> {
-        let Some(range) = WatchRange::covering(selectors) else {
-            // Nothing selected: nothing will ever change.
-            tokio::select! {
-                _ = shutdown.cancelled() => {}
-                _ = changes.closed() => {}
-            }
-            return Ok(());
-        };
-        let mut next = after + 1;
-        let mut refreshes = 0;
-        loop {
-            match self
-                .watch_once(&range, selectors, &mut next, &changes, &shutdown)
-                .await?
-            {
-                Restart::Stop => return Ok(()),
-                Restart::Compacted(compacted) => {
-                    warn!(
-                        from = next,
-                        compacted, "watch start revision compacted; reading a new snapshot"
-                    );
-                    let snapshot = self.read(selectors).await?;
-                    next = snapshot.revision + 1;
-                    refreshes = 0;
-                    if !send(&changes, Change::Reset(snapshot), &shutdown).await {
-                        return Ok(());
-                    }
-                }
-                Restart::TokenExpired if refreshes < MAX_TOKEN_REFRESHES => {
-                    refreshes += 1;
-                    debug!("watch refused with an expired token; refreshing it");
-                    self.client
-                        .refresh_token()
-                        .await
-                        .map_err(|e| classify(&e, "refresh token"))?;
-                }
-                Restart::TokenExpired => {
-                    return Err(transient(
-                        "watch refused: invalid auth token after refreshing it".into(),
-                    ));
-                }
-            }
-        }
-    }
-
-    /// One watch request from `next` until it ends; `next` follows the events delivered.
-    async fn watch_once(
-        &self,
-        range: &WatchRange,
-        selectors: &[String],
-        next: &mut i64,
-        changes: &mpsc::Sender<Change>,
-        shutdown: &CancellationToken,
-    ) -> Result<Restart, BackendError> {
-        let options = WatchOptions::new()
-            .with_range(range.end.clone())
-            .with_start_revision(*next);
-        let stream = self
-            .call("watch", |c| {
-                let (start, options) = (range.start.clone(), options.clone());
-                async move {
-                    let mut watch = c
-                        .watch_client()
-                        .max_decoding_message_size(MAX_MESSAGE_BYTES);
-                    watch.watch(start, Some(options)).await
-                }
-            })
-            .await?;
-        let (mut requests, mut responses) = stream.split();
-        let mut ticker = tokio::time::interval_at(
-            Instant::now() + self.progress_interval,
-            self.progress_interval,
-        );
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_heard = Instant::now();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return Ok(Restart::Stop),
-                _ = changes.closed() => return Ok(Restart::Stop),
-                _ = ticker.tick() => {
-                    if last_heard.elapsed() >= self.stall_timeout {
-                        return Err(transient(format!(
-                            "watch stalled: nothing heard for {:?} (from revision {next})",
-                            last_heard.elapsed()
-                        )));
-                    }
-                    requests.request_progress().await.map_err(|e| classify(&e, "watch"))?;
-                }
-                message = responses.message() => {
-                    let Some(resp) = message.map_err(|e| classify(&e, "watch"))? else {
-                        return Err(transient(format!("watch stream ended (from revision {next})")));
-                    };
-                    if resp.canceled() {
-                        return cancellation(resp.compact_revision(), resp.cancel_reason(), range);
-                    }
-                    if resp.created() {
-                        debug!(watch_id = resp.watch_id(), from = *next, "watch created");
-                    }
-                    for (revision, events) in revisions(&resp, selectors) {
-                        if !events.is_empty()
-                            && !send(changes, Change::Events { revision, events }, shutdown).await
-                        {
-                            return Ok(Restart::Stop);
-                        }
-                        *next = revision + 1;
-                    }
-                    // Measured after delivery: time spent waiting on a full channel is
-                    // the caller's, not etcd's silence.
-                    last_heard = Instant::now();
-                }
-            }
-        }
-    }
-
     /// Runs one request with the request timeout. An expired token is refreshed once;
     /// with several endpoints a failed request is tried again a few times, because the
     /// client picks an endpoint per request and a dead member fails its share of them.
@@ -391,59 +263,6 @@ impl Backend for EtcdBackend {
     }
 }
 
-/// Why one watch request ended without an error for the caller.
-#[derive(Debug, PartialEq, Eq)]
-enum Restart {
-    /// Shutdown, or nobody listens any more.
-    Stop,
-    /// The start revision was compacted (up to this revision).
-    Compacted(i64),
-    /// Refused at creation with an expired token.
-    TokenExpired,
-}
-
-/// The smallest key range covering every selector: `[lowest selector, end of the
-/// highest selector's prefix range)`. One watch over it delivers each revision's events
-/// together and in order, which separate watches per selector would not; keys inside the
-/// range that no selector selects are dropped client-side.
-#[derive(Debug, PartialEq, Eq)]
-struct WatchRange {
-    start: Vec<u8>,
-    end: Vec<u8>,
-}
-
-impl WatchRange {
-    fn covering(selectors: &[String]) -> Option<WatchRange> {
-        let start = selectors.iter().min()?;
-        let end = selectors.iter().map(|s| prefix_end(s.as_bytes())).max()?;
-        Some(WatchRange {
-            start: start.as_bytes().to_vec(),
-            end,
-        })
-    }
-}
-
-impl std::fmt::Display for WatchRange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let start = String::from_utf8_lossy(&self.start);
-        let end = String::from_utf8_lossy(&self.end);
-        write!(f, "[{start}, {end})")
-    }
-}
-
-/// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`).
-/// `[0]`, meaning "to the end of the key space", when the prefix is all `0xff`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return end;
-        }
-    }
-    vec![0]
-}
-
 /// One prefix read per selector, pinned to `revision` when given.
 fn range_reads(selectors: &[String], revision: Option<i64>) -> Vec<TxnOp> {
     selectors
@@ -458,90 +277,6 @@ fn range_reads(selectors: &[String], revision: Option<i64>) -> Vec<TxnOp> {
         .collect()
 }
 
-/// A watch response's events grouped by revision, in order, keeping only selected keys.
-/// A revision whose events were all filtered out stays, with no events, so that the
-/// watch still moves past it.
-fn revisions(resp: &WatchResponse, selectors: &[String]) -> Vec<(i64, Vec<Event>)> {
-    let events = resp.events().iter().filter_map(|event| {
-        let kv = event.kv()?;
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
-        let change = match event.event_type() {
-            EventType::Put => Event::Put {
-                key,
-                value: String::from_utf8_lossy(kv.value()).into_owned(),
-            },
-            EventType::Delete => Event::Delete { key },
-        };
-        Some((kv.mod_revision(), change))
-    });
-    group_selected(events, selectors)
-}
-
-fn group_selected(
-    events: impl IntoIterator<Item = (i64, Event)>,
-    selectors: &[String],
-) -> Vec<(i64, Vec<Event>)> {
-    let mut groups: Vec<(i64, Vec<Event>)> = Vec::new();
-    for (revision, event) in events {
-        if groups.last().is_none_or(|(last, _)| *last != revision) {
-            groups.push((revision, Vec::new()));
-        }
-        let key = match &event {
-            Event::Put { key, .. } | Event::Delete { key } => key,
-        };
-        if selectors.iter().any(|s| keys::selects(s, key))
-            && let Some((_, group)) = groups.last_mut()
-        {
-            group.push(event);
-        }
-    }
-    groups
-}
-
-/// What a canceled watch response means. etcd 3.4 cancels a watch for a compacted start
-/// revision (with `compact_revision` set) and for auth problems at creation (with the
-/// gRPC error text in `cancel_reason`).
-/// A permission error names the range: one watch covers every selector, so a user
-/// needs read permission on all of it, not only on each selector.
-fn cancellation(
-    compact_revision: i64,
-    reason: &str,
-    range: &WatchRange,
-) -> Result<Restart, BackendError> {
-    if compact_revision > 0 {
-        return Ok(Restart::Compacted(compact_revision));
-    }
-    if reason.contains("invalid auth token") {
-        return Ok(Restart::TokenExpired);
-    }
-    let message = format!("watch of {range} canceled: {reason}");
-    if [
-        "PermissionDenied",
-        "InvalidArgument",
-        "Unauthenticated",
-        "permission denied",
-    ]
-    .iter()
-    .any(|fatal| reason.contains(fatal))
-    {
-        Err(fatal(message))
-    } else {
-        Err(transient(message))
-    }
-}
-
-/// Sends `change` unless shutdown comes first; false when it was not delivered.
-async fn send(
-    changes: &mpsc::Sender<Change>,
-    change: Change,
-    shutdown: &CancellationToken,
-) -> bool {
-    tokio::select! {
-        sent = changes.send(change) => sent.is_ok(),
-        _ = shutdown.cancelled() => false,
-    }
-}
-
 fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64, BackendError> {
     header
         .map(|h| h.revision())
@@ -552,9 +287,9 @@ fn has_tls_files(opts: &EtcdOptions) -> bool {
     opts.ca_file.is_some() || opts.cert_file.is_some() || opts.key_file.is_some()
 }
 
-/// Credentials, keep-alive and TLS. TLS files with an `http://` endpoint are refused:
-/// etcd-client would otherwise ignore them for bare endpoints' scheme choice or fail
-/// with a less clear message, and a silent plaintext connection is the worst outcome.
+/// Credentials, keep-alive and TLS. TLS files with an `http://` endpoint are refused
+/// here, naming the endpoint: the operator asked for TLS, and etcd-client's own refusal
+/// ("TLS options are only supported with HTTPS URLs") does not say which setting is off.
 fn connect_options(opts: &EtcdOptions) -> Result<ConnectOptions, BackendError> {
     if opts.endpoints.is_empty() {
         return Err(fatal("no endpoints configured".into()));
@@ -613,206 +348,9 @@ fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
     std::fs::read(path).map_err(|e| fatal(format!("reading {what} {}: {e}", path.display())))
 }
 
-/// gRPC status codes that matter here (tonic::Code as numbers: tonic is not a direct
-/// dependency, and these values are fixed by the gRPC spec).
-mod code {
-    pub const INVALID_ARGUMENT: i32 = 3;
-    pub const PERMISSION_DENIED: i32 = 7;
-    pub const UNIMPLEMENTED: i32 = 12;
-    pub const UNAUTHENTICATED: i32 = 16;
-}
-
-fn is_invalid_token(error: &etcd_client::Error) -> bool {
-    matches!(error, etcd_client::Error::GRpcStatus(s)
-        if i32::from(s.code()) == code::UNAUTHENTICATED && s.message().contains("invalid auth token"))
-}
-
-/// Transient (worth retrying: unavailable, timeouts, broken transport, a compacted
-/// pinned revision, an expired token) or Fatal (retrying will not help: bad
-/// credentials, missing permissions, bad TLS material, malformed settings).
-fn classify(error: &etcd_client::Error, what: &str) -> BackendError {
-    use etcd_client::Error as E;
-    let text = error_chain(error);
-    let message = format!("{what}: {text}");
-    let fatal_kind = match error {
-        E::GRpcStatus(status) => fatal_status(i32::from(status.code()), &text),
-        E::InvalidArgs(_) | E::InvalidUri(_) | E::InvalidMetadataValue(_) | E::EndpointError(_) => {
-            true
-        }
-        _ => false,
-    };
-    if fatal_kind || is_tls_failure(&text) {
-        fatal(message)
-    } else {
-        transient(message)
-    }
-}
-
-fn fatal_status(code: i32, text: &str) -> bool {
-    match code {
-        code::PERMISSION_DENIED | code::INVALID_ARGUMENT | code::UNIMPLEMENTED => true,
-        code::UNAUTHENTICATED => !text.contains("invalid auth token"),
-        _ => false,
-    }
-}
-
-/// A certificate the other side will keep rejecting (untrusted issuer, wrong name,
-/// missing or refused client certificate).
-fn is_tls_failure(text: &str) -> bool {
-    [
-        "certificate",
-        "Certificate",
-        "UnknownIssuer",
-        "NotValidForName",
-    ]
-    .iter()
-    .any(|needle| text.contains(needle))
-}
-
-/// The error with its sources: tonic hides the useful part ("invalid peer
-/// certificate", "Connection refused") in the source chain.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
-fn transient(message: String) -> BackendError {
-    BackendError::Transient {
-        backend: NAME,
-        message,
-    }
-}
-
-fn fatal(message: String) -> BackendError {
-    BackendError::Fatal {
-        backend: NAME,
-        message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn strings(items: &[&str]) -> Vec<String> {
-        items.iter().map(|s| s.to_string()).collect()
-    }
-
-    fn put(key: &str, value: &str) -> Event {
-        Event::Put {
-            key: key.into(),
-            value: value.into(),
-        }
-    }
-
-    #[test]
-    fn prefix_end_increments_the_last_byte() {
-        assert_eq!(prefix_end(b"/app/db"), b"/app/dc".to_vec());
-        assert_eq!(prefix_end(b"/"), b"0".to_vec());
-        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
-        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
-    }
-
-    #[test]
-    fn watch_range_spans_lowest_to_end_of_highest() {
-        let range = WatchRange::covering(&strings(&["/b/x", "/a", "/b"])).expect("non-empty");
-        assert_eq!(range.start, b"/a".to_vec());
-        assert_eq!(range.end, b"/c".to_vec());
-        assert_eq!(WatchRange::covering(&[]), None);
-    }
-
-    #[test]
-    fn events_are_grouped_by_revision_and_filtered() {
-        let selectors = strings(&["/app/db"]);
-        let groups = group_selected(
-            vec![
-                (5, put("/app/db/a", "1")),
-                (5, put("/app/dbx", "no")),
-                (
-                    5,
-                    Event::Delete {
-                        key: "/app/db/b".into(),
-                    },
-                ),
-                (6, put("/app/dbx", "no")),
-                (7, put("/app/db", "2")),
-            ],
-            &selectors,
-        );
-        assert_eq!(
-            groups,
-            vec![
-                (
-                    5,
-                    vec![
-                        put("/app/db/a", "1"),
-                        Event::Delete {
-                            key: "/app/db/b".into()
-                        }
-                    ]
-                ),
-                (6, vec![]),
-                (7, vec![put("/app/db", "2")]),
-            ]
-        );
-    }
-
-    #[test]
-    fn cancellations_are_classified() {
-        let range = WatchRange::covering(&strings(&["/a", "/b"])).expect("non-empty");
-        assert_eq!(
-            cancellation(42, "", &range).ok(),
-            Some(Restart::Compacted(42))
-        );
-        let expired = "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token";
-        assert_eq!(
-            cancellation(0, expired, &range).ok(),
-            Some(Restart::TokenExpired)
-        );
-        let denied = "rpc error: code = PermissionDenied desc = etcdserver: permission denied";
-        let error = cancellation(0, denied, &range).expect_err("denied");
-        assert!(!error.is_transient());
-        assert!(
-            error.to_string().contains("watch of [/a, /c) canceled"),
-            "{error}"
-        );
-        let empty_user = "rpc error: code = InvalidArgument desc = etcdserver: user name is empty";
-        assert!(matches!(
-            cancellation(0, empty_user, &range),
-            Err(BackendError::Fatal { .. })
-        ));
-        assert!(matches!(
-            cancellation(0, "something else", &range),
-            Err(BackendError::Transient { .. })
-        ));
-    }
-
-    #[test]
-    fn status_codes_split_into_fatal_and_transient() {
-        assert!(fatal_status(
-            code::PERMISSION_DENIED,
-            "etcdserver: permission denied"
-        ));
-        assert!(fatal_status(
-            code::INVALID_ARGUMENT,
-            "authentication failed"
-        ));
-        assert!(!fatal_status(
-            code::UNAUTHENTICATED,
-            "etcdserver: invalid auth token"
-        ));
-        assert!(!fatal_status(14, "tcp connect error"));
-        assert!(is_tls_failure("invalid peer certificate: UnknownIssuer"));
-    }
 
     #[test]
     fn tls_files_with_a_plaintext_endpoint_are_refused() {
@@ -829,7 +367,6 @@ mod tests {
             "{err}"
         );
     }
-
     #[test]
     fn half_credentials_are_refused() {
         let opts = EtcdOptions {
