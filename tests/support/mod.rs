@@ -1,0 +1,3 @@
+//! Real components the integration tests run against.
+
+pub mod etcd;
