@@ -33,7 +33,7 @@ Precedence: defaults < config file < CONFLUX_* environment < command line.";
 
 /// Flags as given; `None` means "not given here", so that the config file and the
 /// environment can fill it in (see [`crate::config`]).
-#[derive(Debug, Default, Parser)]
+#[derive(Debug, Clone, Default, Parser)]
 #[command(
     name = "conflux",
     version,

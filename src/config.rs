@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::Cli;
+use crate::resource::Wait;
 
 pub const DEFAULT_CONFDIR: &str = "/etc/conflux";
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:2379";
@@ -104,8 +105,8 @@ pub struct Config {
     pub sync_only: bool,
     pub keep_stage_file: bool,
     pub log_level: tracing::Level,
-    /// The default `wait` for resources without their own, as written.
-    pub wait: Option<String>,
+    /// The coalescing window of resources that set none.
+    pub wait: Wait,
 }
 
 impl Config {
@@ -237,7 +238,12 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         sync_only: cli.sync_only || file.sync_only.unwrap_or(false),
         keep_stage_file: cli.keep_stage_file || file.keep_stage_file.unwrap_or(false),
         log_level: parse_level(&level)?,
-        wait: cli.wait.clone().or(file.wait),
+        wait: match cli.wait.clone().or(file.wait) {
+            Some(w) => w
+                .parse()
+                .map_err(|e: crate::resource::WaitError| ConfigError::Invalid(e.to_string()))?,
+            None => Wait::default(),
+        },
     })
 }
 

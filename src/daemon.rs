@@ -19,7 +19,8 @@ use tracing::{error, info, warn};
 
 use crate::backend::{Backend, BackendError, Change};
 use crate::mirror::{Mirror, Snapshot};
-use crate::scheduler::{ResourceSet, Scheduler, Wait};
+use crate::resource::Wait;
+use crate::scheduler::{ResourceSet, Scheduler};
 
 /// Reconnecting to a backend waits this long at first, doubling up to
 /// [`RECONNECT_MAX`], each wait jittered so that many daemons do not reconnect in step.
@@ -602,19 +603,7 @@ mod tests {
     }
 
     fn resource(name: &str, selectors: &[&str]) -> Resource {
-        Resource {
-            name: name.into(),
-            file: PathBuf::from(format!("/etc/conflux/conf.d/{name}")),
-            src: "t.tmpl".into(),
-            dest: PathBuf::from(format!("/tmp/{name}.out")),
-            prefix: "/".into(),
-            selectors: selectors.iter().map(|s| s.to_string()).collect(),
-            mode: None,
-            uid: None,
-            gid: None,
-            check: None,
-            reload: None,
-        }
+        crate::resource::test_resource(name, selectors, PathBuf::from(format!("/tmp/{name}.out")))
     }
 
     fn data(revision: i64, pairs: &[(&str, &str)]) -> Snapshot {
@@ -750,7 +739,6 @@ mod tests {
     fn set(resources: Vec<Resource>, applier: &Arc<FakeApplier>) -> ResourceSet {
         ResourceSet {
             resources,
-            waits: HashMap::new(),
             applier: Arc::clone(applier) as Arc<dyn Applier>,
         }
     }

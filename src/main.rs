@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use conflux::config::Config;
 use conflux::run::{self, RunError};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const EXIT_FAILED: u8 = 1;
@@ -28,7 +29,10 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("conflux: cannot start the runtime: {e}");
@@ -37,11 +41,22 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
-        let reloads = conflux::daemon_glue::signals(shutdown.clone());
-        match run::run(config, shutdown, reloads).await {
+        let reloads = match signals(shutdown.clone()) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot install signal handlers");
+                return ExitCode::from(EXIT_FAILED);
+            }
+        };
+        let reconfigure: run::ConfigSource = Box::new(move || Config::load(&cli));
+        match run::run(config, reconfigure, reloads, shutdown).await {
             Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
             Ok(report) => {
-                tracing::error!(failed = report.failed, applied = report.applied, "some resources failed");
+                tracing::error!(
+                    failed = report.failed,
+                    applied = report.applied,
+                    "some resources failed"
+                );
                 ExitCode::from(EXIT_FAILED)
             }
             Err(e @ (RunError::Config(_) | RunError::Setup(_))) => {
@@ -50,6 +65,45 @@ fn main() -> ExitCode {
             }
         }
     })
+}
+
+/// SIGTERM and SIGINT cancel `shutdown` (the daemon lets an apply under way finish);
+/// SIGHUP asks for the configuration and conf.d to be read again.
+fn signals(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = term.recv() => stop(&shutdown, "SIGTERM"),
+                _ = int.recv() => stop(&shutdown, "SIGINT"),
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration and conf.d");
+                    // A reload already queued covers this one too.
+                    let _ = tx.try_send(());
+                }
+            }
+        }
+    });
+    Ok(rx)
+}
+
+fn stop(shutdown: &CancellationToken, signal: &str) {
+    if shutdown.is_cancelled() {
+        tracing::warn!(
+            signal,
+            "already stopping: waiting for the apply under way to finish"
+        );
+    } else {
+        tracing::info!(
+            signal,
+            "stopping: no new applies; waiting for the one under way"
+        );
+        shutdown.cancel();
+    }
 }
 
 fn init_logging(level: tracing::Level) {

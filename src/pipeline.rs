@@ -377,20 +377,9 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn resource(dir: &Path, dest: &str) -> Resource {
-        Resource {
-            name: "test.toml".into(),
-            file: dir.join("test.toml"),
-            src: "test.tmpl".into(),
-            dest: dir.join(dest),
-            prefix: "/".into(),
-            selectors: Vec::new(),
-            mode: None,
-            uid: None,
-            gid: None,
-            check: None,
-            reload: None,
-            wait: None,
-        }
+        let mut r = crate::resource::test_resource("test.toml", &[], dir.join(dest));
+        r.file = dir.join("test.toml");
+        r
     }
 
     fn cmd(line: &str) -> Option<Command> {

@@ -6,7 +6,9 @@
 //! aborts them all). Rendering, writing and running commands are the pipeline's.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -38,8 +40,74 @@ pub struct Resource {
     pub gid: Option<u32>,
     pub check: Option<Command>,
     pub reload: Option<Command>,
-    /// The coalescing window as written (`"<min>[:<max>]"`); `None` uses the global default.
-    pub wait: Option<String>,
+    /// The coalescing window in watch mode; `None` uses the global default.
+    pub wait: Option<Wait>,
+}
+
+/// A resource's coalescing window, written `"<min>[:<max>]"`.
+///
+/// After an apply starts, a change waits until no further change has come for `min`,
+/// but never longer than `max` after the first waiting change; `"<min>"` alone sets
+/// `max = min` (changes wait `min`, no debouncing). A change that comes `min` or more
+/// after the last apply started is applied at once. Durations need a unit (`ms`, `s`,
+/// `m`, `h`) except `0`: a bare number is ambiguous next to confd's `interval`, which is
+/// in seconds, so it is refused rather than guessed.
+///
+/// The default `100ms:1s` applies an isolated change at once, and a burst of 1,000
+/// puts spread over a second in two or three applies (one at the first put, one a
+/// second later at most, one after the last put), while no change waits more than a
+/// second behind a continuous stream. `wait = "0"` suits a resource whose every change
+/// must apply as soon as the previous apply is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wait {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Default for Wait {
+    fn default() -> Self {
+        Wait {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a `wait` setting was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    #[error("wait {0:?}: {1}")]
+    Duration(String, String),
+    #[error("wait {0:?}: the maximum is shorter than the minimum")]
+    MaxBelowMin(String),
+}
+
+impl FromStr for Wait {
+    type Err = WaitError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let (min, max) = match text.split_once(':') {
+            Some((min, max)) => (min, Some(max)),
+            None => (text, None),
+        };
+        let duration =
+            |part: &str| parse_duration(part).map_err(|e| WaitError::Duration(text.to_string(), e));
+        let min = duration(min)?;
+        let max = match max {
+            Some(max) => duration(max)?,
+            None => min,
+        };
+        if max < min {
+            return Err(WaitError::MaxBelowMin(text.to_string()));
+        }
+        Ok(Wait { min, max })
+    }
+}
+
+impl fmt::Display for Wait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms:{}ms", self.min.as_millis(), self.max.as_millis())
+    }
 }
 
 /// A resource file that could not be used. Its Display names the file, and the line
@@ -76,7 +144,7 @@ struct RawTemplate {
     reload_cmd: Option<String>,
     check_timeout: Option<Spanned<String>>,
     reload_timeout: Option<Spanned<String>>,
-    wait: Option<String>,
+    wait: Option<Spanned<String>>,
 }
 
 /// Where resources are read from and what they are joined with.
@@ -197,6 +265,14 @@ fn validate(
         .map_err(|e| with_line(&at, &t.group, e))?;
     let check_timeout = timeout(&t.check_timeout, "check_timeout", &at)?;
     let reload_timeout = timeout(&t.reload_timeout, "reload_timeout", &at)?;
+    let wait = match &t.wait {
+        Some(w) => Some(
+            w.get_ref()
+                .parse::<Wait>()
+                .map_err(|e| format!("{}: {e}", at(w.span())))?,
+        ),
+        None => None,
+    };
     let prefix = keys::join(layout.prefix, &t.prefix);
     let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
     Ok(Resource {
@@ -211,7 +287,7 @@ fn validate(
         gid,
         check: non_empty(t.check_cmd).map(|l| Command::new(l, check_timeout)),
         reload: non_empty(t.reload_cmd).map(|l| Command::new(l, reload_timeout)),
-        wait: t.wait,
+        wait,
     })
 }
 
@@ -260,28 +336,27 @@ pub fn parse_mode(text: &str) -> Result<u32, String> {
     }
 }
 
-/// A duration: `"500ms"`, `"30s"`, `"2m"`, `"1h"`, or a bare number of seconds.
+/// A duration with its unit: `"500ms"`, `"30s"`, `"2m"`, `"1h"`, or `"0"`. A bare
+/// number is refused rather than guessed: confd's `interval` is in seconds, a wait in
+/// milliseconds would be as natural.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as \"500ms\", \"30s\" or \"2m\""))?;
-    let secs = match unit.trim() {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "{text:?}: unknown unit {other:?} (use ms, s, m or h)"
-            ));
-        }
+    let part = text.trim();
+    let split = part
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(part.len());
+    let (digits, unit) = part.split_at(split);
+    let bad = || format!("{text:?} is not a duration such as \"500ms\", \"30s\" or \"2m\"");
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let millis = match unit {
+        "" if n == 0 => Some(0),
+        "" => return Err(format!("{text:?} needs a unit (ms, s, m or h)")),
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(bad()),
     };
-    Ok(Duration::from_secs_f64(secs))
+    millis.map(Duration::from_millis).ok_or_else(bad)
 }
 
 /// A numeric id and/or a name for it; both given must agree.
@@ -318,6 +393,25 @@ fn lookup_group(name: &str) -> Result<u32, String> {
         Ok(Some(g)) => Ok(g.gid.as_raw()),
         Ok(None) => Err(format!("unknown group {name:?}")),
         Err(e) => Err(format!("cannot look up group {name:?}: {e}")),
+    }
+}
+
+/// A resource with nothing but a name, selectors and a dest, for other modules' tests.
+#[cfg(test)]
+pub(crate) fn test_resource(name: &str, selectors: &[&str], dest: PathBuf) -> Resource {
+    Resource {
+        name: name.into(),
+        file: PathBuf::from(format!("/etc/conflux/conf.d/{name}")),
+        src: "test.tmpl".into(),
+        dest,
+        prefix: "/".into(),
+        selectors: selectors.iter().map(|s| s.to_string()).collect(),
+        mode: None,
+        uid: None,
+        gid: None,
+        check: None,
+        reload: None,
+        wait: None,
     }
 }
 
@@ -401,7 +495,7 @@ wait = "100ms:2s"
             r.reload,
             Some(Command::new("true", Duration::from_millis(500)))
         );
-        assert_eq!(r.wait.as_deref(), Some("100ms:2s"));
+        assert_eq!(r.wait, Some("100ms:2s".parse().expect("valid")));
     }
 
     #[test]
@@ -424,9 +518,44 @@ wait = "100ms:2s"
     }
 
     #[test]
+    fn wait_parses_min_and_max_with_units() {
+        let w: Wait = "2s:10s".parse().expect("valid");
+        assert_eq!(
+            (w.min, w.max),
+            (Duration::from_millis(2_000), Duration::from_millis(10_000))
+        );
+        let w: Wait = "50ms".parse().expect("valid");
+        assert_eq!(
+            (w.min, w.max),
+            (Duration::from_millis(50), Duration::from_millis(50))
+        );
+        let w: Wait = "0".parse().expect("valid");
+        assert_eq!(
+            (w.min, w.max),
+            (Duration::from_millis(0), Duration::from_millis(0))
+        );
+        let w: Wait = "0:1m".parse().expect("valid");
+        assert_eq!(w.max, Duration::from_millis(60_000));
+        assert_eq!(Wait::default().to_string(), "100ms:1000ms");
+    }
+
+    #[test]
+    fn wait_refuses_bare_numbers_unknown_units_and_max_below_min() {
+        assert!(matches!("50".parse::<Wait>(), Err(WaitError::Duration(..))));
+        assert!(matches!("5x".parse::<Wait>(), Err(WaitError::Duration(..))));
+        assert!(matches!("".parse::<Wait>(), Err(WaitError::Duration(..))));
+        assert!(matches!(
+            "2s:1s".parse::<Wait>(),
+            Err(WaitError::MaxBelowMin(_))
+        ));
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert!(parse_duration("30").is_err(), "a bare number needs a unit");
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());

@@ -13,8 +13,6 @@
 //! sleeps itself, it says when it is next due.
 
 use std::collections::HashMap;
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::mirror::{Interest, Mirror, Snapshot};
-use crate::resource::Resource;
+use crate::resource::{Resource, Wait};
 
 /// The first retry of a failed apply or reload waits this long; each further failure
 /// doubles the wait up to [`RETRY_MAX`].
@@ -54,96 +52,7 @@ pub trait Applier: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct ResourceSet {
     pub resources: Vec<Resource>,
-    /// Per-resource windows by resource name; the others use the global default.
-    pub waits: HashMap<String, Wait>,
     pub applier: Arc<dyn Applier>,
-}
-
-/// A resource's coalescing window, written `"<min>[:<max>]"`.
-///
-/// After an apply starts, a change waits until no further change has come for `min`,
-/// but never longer than `max` after the first waiting change; `"<min>"` alone sets
-/// `max = min` (changes wait `min`, no debouncing). A change that comes `min` or more
-/// after the last apply started is applied at once. Durations need a unit (`ms`, `s`,
-/// `m`, `h`) except `0`: a bare number is ambiguous next to confd's `interval`, which is
-/// in seconds, so it is refused rather than guessed.
-///
-/// The default `100ms:1s` applies an isolated change at once, and a burst of 1,000
-/// puts spread over a second in two or three applies (one at the first put, one a
-/// second later at most, one after the last put), while no change waits more than a
-/// second behind a continuous stream. `wait = "0"` suits a resource whose every change
-/// must apply as soon as the previous apply is done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Wait {
-    pub min: Duration,
-    pub max: Duration,
-}
-
-impl Default for Wait {
-    fn default() -> Self {
-        Wait {
-            min: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        }
-    }
-}
-
-/// Why a `wait` setting was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum WaitError {
-    #[error("wait {0:?}: expected a duration such as `100ms`, `2s` or `1m`")]
-    Duration(String),
-    #[error("wait {0:?}: `{1}` needs a unit (ms, s, m or h)")]
-    NoUnit(String, String),
-    #[error("wait {0:?}: the maximum is shorter than the minimum")]
-    MaxBelowMin(String),
-}
-
-impl FromStr for Wait {
-    type Err = WaitError;
-
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (min, max) = match text.split_once(':') {
-            Some((min, max)) => (min, Some(max)),
-            None => (text, None),
-        };
-        let min = duration(text, min)?;
-        let max = match max {
-            Some(max) => duration(text, max)?,
-            None => min,
-        };
-        if max < min {
-            return Err(WaitError::MaxBelowMin(text.to_string()));
-        }
-        Ok(Wait { min, max })
-    }
-}
-
-impl fmt::Display for Wait {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}ms:{}ms", self.min.as_millis(), self.max.as_millis())
-    }
-}
-
-/// One duration of a wait setting: digits and a unit, or `0`.
-fn duration(whole: &str, part: &str) -> Result<Duration, WaitError> {
-    let part = part.trim();
-    let split = part
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(part.len());
-    let (digits, unit) = part.split_at(split);
-    let bad = || WaitError::Duration(whole.to_string());
-    let n: u64 = digits.parse().map_err(|_| bad())?;
-    let millis = match unit {
-        "" if n == 0 => 0,
-        "" => return Err(WaitError::NoUnit(whole.to_string(), part.to_string())),
-        "ms" => n,
-        "s" => n.checked_mul(1_000).ok_or_else(bad)?,
-        "m" => n.checked_mul(60_000).ok_or_else(bad)?,
-        "h" => n.checked_mul(3_600_000).ok_or_else(bad)?,
-        _ => return Err(bad()),
-    };
-    Ok(Duration::from_millis(millis))
 }
 
 /// The two kinds of work the scheduler hands to the blocking pool.
@@ -334,11 +243,7 @@ impl Scheduler {
         );
         self.applier = set.applier;
         for resource in set.resources {
-            let wait = set
-                .waits
-                .get(&resource.name)
-                .copied()
-                .unwrap_or(self.default_wait);
+            let wait = resource.wait.unwrap_or(self.default_wait);
             let resource = Arc::new(resource);
             let slot = match old.remove(&resource.name) {
                 Some(kept) => Slot {
@@ -567,19 +472,7 @@ mod tests {
     }
 
     fn slot(wait: &str) -> Slot {
-        let resource = Resource {
-            name: "r.toml".into(),
-            file: PathBuf::from("/etc/conflux/conf.d/r.toml"),
-            src: "r.tmpl".into(),
-            dest: PathBuf::from("/tmp/r"),
-            prefix: "/".into(),
-            selectors: vec!["/r".into()],
-            mode: None,
-            uid: None,
-            gid: None,
-            check: None,
-            reload: None,
-        };
+        let resource = crate::resource::test_resource("r.toml", &["/r"], PathBuf::from("/tmp/r"));
         Slot::new(Arc::new(resource), wait.parse().expect("valid wait"))
     }
 
@@ -588,30 +481,6 @@ mod tests {
             reload_owed,
             message: "boom".into(),
         }
-    }
-
-    #[test]
-    fn wait_parses_min_and_max_with_units() {
-        let w: Wait = "2s:10s".parse().expect("valid");
-        assert_eq!((w.min, w.max), (ms(2_000), ms(10_000)));
-        let w: Wait = "50ms".parse().expect("valid");
-        assert_eq!((w.min, w.max), (ms(50), ms(50)));
-        let w: Wait = "0".parse().expect("valid");
-        assert_eq!((w.min, w.max), (ms(0), ms(0)));
-        let w: Wait = "0:1m".parse().expect("valid");
-        assert_eq!(w.max, ms(60_000));
-        assert_eq!(Wait::default().to_string(), "100ms:1000ms");
-    }
-
-    #[test]
-    fn wait_refuses_bare_numbers_unknown_units_and_max_below_min() {
-        assert!(matches!("50".parse::<Wait>(), Err(WaitError::NoUnit(..))));
-        assert!(matches!("5x".parse::<Wait>(), Err(WaitError::Duration(_))));
-        assert!(matches!("".parse::<Wait>(), Err(WaitError::Duration(_))));
-        assert!(matches!(
-            "2s:1s".parse::<Wait>(),
-            Err(WaitError::MaxBelowMin(_))
-        ));
     }
 
     #[test]
@@ -784,7 +653,6 @@ mod tests {
     fn set_of(slots: &[Slot]) -> ResourceSet {
         ResourceSet {
             resources: slots.iter().map(|s| s.resource.as_ref().clone()).collect(),
-            waits: HashMap::new(),
             applier: Arc::new(Nothing),
         }
     }
