@@ -311,6 +311,23 @@ fn a_config_nginx_rejects_is_never_installed_and_nginx_keeps_serving() {
 }
 
 #[test]
+fn a_value_only_nginx_rejects_leaves_no_config_behind() {
+    let gw = Gateway::new();
+    // The template only checks that `addr` is there; nginx judges the weight.
+    let data = gw
+        .data()
+        .raw_instance("api", "i1", r#"{"addr": "127.0.0.1:9", "weight": "heavy"}"#)
+        .route("api", json!({"path": "/api/", "service": "api"}));
+    gw.apply(&data)
+        .assert_code(1)
+        .assert_stderr_contains(r#"invalid parameter "weight=heavy""#);
+    assert!(
+        !gw.conf().exists(),
+        "a refused first render installed nginx.conf"
+    );
+}
+
+#[test]
 fn a_valid_change_is_reloaded_into_the_running_nginx() {
     let gw = Gateway::new();
     let (api, v2) = (Upstream::start("api-1"), Upstream::start("v2"));
