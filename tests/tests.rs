@@ -3,10 +3,14 @@
 //!
 //! - `harness`: temporary confdirs, runs of the real binary, golden files.
 //! - `support`: harnesses for real components (an etcd started per test).
+//! - `nginx`: a real nginx and small upstream HTTP servers, for the gateway.
 //! - `onetime`: `--onetime` runs on temporary confdirs.
 //! - `etcd_backend`: the etcd backend against a real etcd, through the library API.
+//! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
 
 mod etcd_backend;
+mod gateway;
 mod harness;
+mod nginx;
 mod onetime;
 mod support;
