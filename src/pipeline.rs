@@ -61,6 +61,9 @@ pub enum Outcome {
     /// noop: dest differs. `diff` is a unified diff (or a note on mode and owner) for
     /// the caller to print.
     WouldUpdate { diff: String },
+    /// dest was already right, but the reload after its last swap had failed (perhaps
+    /// in an earlier process): the reload was run again.
+    Reloaded { reloaded: Duration },
 }
 
 /// A failed pass, by step. Every variant names the resource and its dest.
@@ -159,7 +162,14 @@ pub fn apply_rendered(
 ) -> Result<Outcome, ApplyError> {
     let comparison = compare(resource, content.as_bytes())?;
     let changes = &comparison.changes;
+    let runs_commands = !opts.noop && !opts.sync_only;
     if !changes.any() {
+        if runs_commands && reload_owed(resource) {
+            warn!(dest = %resource.dest.display(), "in sync, but its last reload failed: reloading again");
+            return Ok(Outcome::Reloaded {
+                reloaded: reload(resource)?,
+            });
+        }
         debug!(dest = %resource.dest.display(), "in sync");
         return Ok(Outcome::Unchanged);
     }
@@ -174,6 +184,9 @@ pub fn apply_rendered(
         true => None,
         false => check(resource, &staged.path)?,
     };
+    if runs_commands && resource.reload.is_some() {
+        owe_reload(resource);
+    }
     swap(
         resource,
         &mut staged,
@@ -183,7 +196,7 @@ pub fn apply_rendered(
     drop(staged);
     let reloaded = match opts.sync_only {
         true => None,
-        false => run_reload(resource)?,
+        false => Some(reload(resource)?),
     };
     info!(
         dest = %resource.dest.display(),
@@ -202,7 +215,41 @@ pub fn apply_rendered(
 /// [`ApplyError::Reload`]. `{{.src}}` and `{{.dest}}` both stand for dest, where the
 /// new content now is. `Duration::ZERO` when the resource has no reload command.
 pub fn reload(resource: &Resource) -> Result<Duration, ApplyError> {
-    Ok(run_reload(resource)?.unwrap_or_default())
+    let took = run_reload(resource)?.unwrap_or_default();
+    match fs::remove_file(owed_marker(&resource.dest)) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => {
+            warn!(dest = %resource.dest.display(), cause = %e, "cannot clear the owed-reload marker")
+        }
+        _ => {}
+    }
+    Ok(took)
+}
+
+/// Where a reload that is owed is remembered across restarts: a hidden file beside
+/// dest, created before the swap and removed once the reload succeeds. After a crash or
+/// a failed reload, the next pass (in this process or the next) finds dest already
+/// right, so comparing alone would never run the reload again; the marker makes it.
+/// Beside dest rather than in a state directory, so that `--onetime` runs and daemons
+/// share it without another setting, and it lives as long as dest's directory does.
+fn owed_marker(dest: &Path) -> PathBuf {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    dest.with_file_name(format!(".{name}.conflux-reload-owed"))
+}
+
+fn reload_owed(resource: &Resource) -> bool {
+    resource.reload.is_some() && owed_marker(&resource.dest).exists()
+}
+
+/// Marks the reload owed before the swap. A marker that cannot be written costs only
+/// the memory across restarts (the daemon still retries in-process), so it warns.
+fn owe_reload(resource: &Resource) {
+    let marker = owed_marker(&resource.dest);
+    if let Err(e) = fs::File::create(&marker).and_then(|f| f.sync_all()) {
+        warn!(marker = %marker.display(), cause = %e, "cannot record the owed reload");
+    }
 }
 
 /// The template's output for this store.

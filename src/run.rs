@@ -239,7 +239,9 @@ impl Applier for PipelineApplier {
     fn apply(&self, resource: &Resource, snapshot: &Arc<Snapshot>) -> ApplyResult {
         let store = snapshot.store(&resource.prefix, &resource.selectors);
         match pipeline::apply(resource, &self.templates, &store, &self.options) {
-            Ok(Outcome::Updated { .. }) => ApplyResult::Ok { changed: true },
+            Ok(Outcome::Updated { .. } | Outcome::Reloaded { .. }) => {
+                ApplyResult::Ok { changed: true }
+            }
             Ok(Outcome::WouldUpdate { diff }) => {
                 use std::io::Write;
                 let _ = std::io::stdout().lock().write_all(diff.as_bytes());

@@ -352,3 +352,34 @@ fn missing_template_and_missing_dest_dir_are_named() {
         .assert_code(1)
         .assert_stderr_contains("no/such/dir");
 }
+
+/// A reload that failed after the swap is owed: the next run finds dest already right,
+/// yet runs the reload again (every confd-style tool forgets it), and only the reload.
+#[test]
+fn a_failed_reload_is_run_again_by_the_next_run() {
+    let dir = app_confdir(
+        LOG_CHECK,
+        "test -e $(dirname {{.dest}})/healthy && echo reload >> $(dirname {{.dest}})/commands.log",
+    );
+    run_app(&dir, &[]).assert_code(1);
+    assert_eq!(
+        dir.read("out/commands.log"),
+        "check\n",
+        "the first reload failed"
+    );
+    dir.write("out/healthy", "");
+    run_app(&dir, &[])
+        .assert_code(0)
+        .assert_stderr_contains("reloading again");
+    assert_eq!(
+        dir.read("out/commands.log"),
+        "check\nreload\n",
+        "only the reload ran again"
+    );
+    run_app(&dir, &[]).assert_code(0);
+    assert_eq!(
+        dir.read("out/commands.log"),
+        "check\nreload\n",
+        "nothing is owed any more"
+    );
+}
