@@ -724,6 +724,18 @@ mod tests {
 
         /// Lets every ready task run without moving the clock: needed while a gated
         /// apply holds the blocking pool, which stops the paused clock from advancing.
+        /// Waits (in real time) until every call announced so far has finished: a
+        /// call is announced before it reaches the gate, so closing the gate right
+        /// after `next_call` could otherwise catch that earlier call too.
+        async fn idle(&self) {
+            while self.applier.finished.load(Ordering::SeqCst)
+                < self.applier.calls.lock().unwrap().len()
+            {
+                tokio::task::yield_now().await;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
         async fn run_ready(&self) {
             for _ in 0..200 {
                 tokio::task::yield_now().await;
@@ -783,6 +795,7 @@ mod tests {
         h.next_call().await;
         sleep(Duration::from_secs(10)).await;
 
+        h.idle().await;
         h.applier.set_gate(false);
         h.put(11, "/app/a/x", "0");
         assert_eq!(h.next_call().await.revision, 11);
@@ -1001,6 +1014,7 @@ mod tests {
         let resources = vec![resource("a.toml", &["/app/a"])];
         let mut h = Harness::start(resources, data(10, &[]), Mode::Watch, |_, _| {});
         h.next_call().await;
+        h.idle().await;
         h.applier.set_gate(false);
         h.put(11, "/app/a/x", "1");
         h.next_call().await;

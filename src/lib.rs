@@ -13,6 +13,7 @@
 //!
 //! - [`cli`]: flags, with confd's single-dash spelling accepted.
 //! - [`config`]: `conflux.toml` + `CONFLUX_*` environment + flags → one validated [`config::Config`].
+//! - [`fswalk`]: directory walks that follow symlinks once.
 //! - [`resource`]: `conf.d/**/*.toml` → validated [`resource::Resource`]s.
 //! - [`keys`]: key paths, selectors and the ranges a set of resources needs.
 //! - [`mirror`]: the key space at one revision, and the per-resource [`store::Store`] views of it.
@@ -30,6 +31,7 @@ pub mod cli;
 pub mod command;
 pub mod config;
 pub mod daemon;
+pub mod fswalk;
 pub mod keys;
 pub mod mirror;
 pub mod pipeline;

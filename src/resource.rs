@@ -5,7 +5,6 @@
 //! A broken resource file is reported and skipped; the others still load (confd
 //! aborts them all). Rendering, writing and running commands are the pipeline's.
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -181,36 +180,17 @@ pub fn load_all(layout: &Layout) -> Result<(Vec<Resource>, Vec<ResourceError>), 
     Ok((resources, errors))
 }
 
-/// Every `*.toml` under `dir`, recursively, symlinks followed (a symlink loop is
-/// walked once), sorted by path.
+/// Every `*.toml` under `dir`, recursively, symlinks followed, in walk order.
+/// Hidden files are read too, as confd does.
 fn find_resource_files(dir: &Path) -> Result<Vec<PathBuf>, ResourceError> {
-    let mut files = Vec::new();
-    let mut seen = HashSet::new();
-    walk(dir, &mut seen, &mut files).map_err(|e| ResourceError {
+    let files = crate::fswalk::files(dir, false).map_err(|e| ResourceError {
         file: dir.to_path_buf(),
         message: format!("cannot read the resource directory: {e}"),
     })?;
-    files.sort();
-    Ok(files)
-}
-
-fn walk(dir: &Path, seen: &mut HashSet<PathBuf>, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    if !seen.insert(dir.canonicalize()?) {
-        return Ok(());
-    }
-    for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
-        // metadata() follows symlinks, unlike DirEntry::file_type (confd #741).
-        let Ok(meta) = std::fs::metadata(&path) else {
-            continue; // a dangling symlink
-        };
-        if meta.is_dir() {
-            walk(&path, seen, files)?;
-        } else if path.extension().is_some_and(|e| e == "toml") {
-            files.push(path);
-        }
-    }
-    Ok(())
+    Ok(files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect())
 }
 
 fn load_one(layout: &Layout, conf_d: &Path, file: &Path) -> Result<Resource, ResourceError> {

@@ -28,7 +28,6 @@
 //! directory in lexical order. The revision counts reads that found different data: it
 //! starts at 1 and grows only when the content of all files together changed.
 
-use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -332,42 +331,15 @@ fn files(path: &Path, filter: &glob::Pattern) -> Result<Vec<PathBuf>, ReadError>
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let mut out = Vec::new();
-    walk(path, filter, &mut HashSet::new(), &mut out)?;
-    Ok(out)
-}
-
-/// Collects the files below `dir`, following symlinks; `seen` guards against loops.
-fn walk(
-    dir: &Path,
-    filter: &glob::Pattern,
-    seen: &mut HashSet<PathBuf>,
-    out: &mut Vec<PathBuf>,
-) -> Result<(), ReadError> {
-    if !seen.insert(fs::canonicalize(dir).map_err(io_error(dir))?) {
-        return Ok(());
-    }
-    let mut entries = fs::read_dir(dir)
-        .map_err(io_error(dir))?
-        .map(|entry| entry.map(|e| e.path()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(io_error(dir))?;
-    entries.sort();
-    for path in entries {
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
-            continue;
-        };
-        if name.starts_with('.') {
-            continue;
-        }
-        let meta = fs::metadata(&path).map_err(io_error(&path))?;
-        if meta.is_dir() {
-            walk(&path, filter, seen, out)?;
-        } else if meta.is_file() && filter.matches(name) {
-            out.push(path);
-        }
-    }
-    Ok(())
+    let all = crate::fswalk::files(path, true).map_err(io_error(path))?;
+    Ok(all
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| filter.matches(n))
+        })
+        .collect())
 }
 
 /// Wraps an I/O error with the path it concerns.
