@@ -1,8 +1,13 @@
 //! Test harness for runs of the real `conflux` binary on temporary confdirs: build a
-//! confdir, run the binary, compare outputs with golden files (a full diff on mismatch).
+//! confdir, run the binary (to completion, or in the background as a [`Daemon`]),
+//! compare outputs with golden files (a full diff on mismatch).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 /// A temporary confdir with `conf.d/` and `templates/`, removed on drop.
 pub struct Confdir {
@@ -156,5 +161,129 @@ fn copy_tree(from: &Path, to: &Path) {
         } else {
             std::fs::copy(entry.path(), &target).expect("copy");
         }
+    }
+}
+
+impl Confdir {
+    /// The file at `rel`, or `None` while it does not exist (for polling).
+    pub fn try_read(&self, rel: &str) -> Option<String> {
+        std::fs::read_to_string(self.path(rel)).ok()
+    }
+}
+
+/// How long a [`Daemon`] gets to exit after SIGTERM before it is killed.
+const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The real binary running in the background (`--watch`, interval mode, or a run that
+/// may hang), its stderr captured to a file. On drop: SIGCONT (in case a test stopped
+/// it), SIGTERM, and SIGKILL if it has not exited by [`STOP_DEADLINE`].
+pub struct Daemon {
+    child: Option<Child>,
+    stderr: PathBuf,
+}
+
+impl Daemon {
+    /// `conflux --confdir <dir> <args>`, stderr to `<dir>/daemon.stderr`.
+    pub fn start<S: AsRef<std::ffi::OsStr>>(dir: &Confdir, args: &[S]) -> Daemon {
+        let stderr = dir.path("daemon.stderr");
+        let file = std::fs::File::create(&stderr).expect("create the stderr file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("CONFLUX_") {
+                cmd.env_remove(k);
+            }
+        }
+        let child = cmd
+            .arg("--confdir")
+            .arg(dir.root())
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start conflux");
+        Daemon {
+            child: Some(child),
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> Pid {
+        let child = self.child.as_ref().expect("the daemon was started");
+        Pid::from_raw(i32::try_from(child.id()).expect("pid fits in i32"))
+    }
+
+    pub fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(self.pid(), signal).expect("signal the daemon");
+    }
+
+    /// Everything the daemon wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Polls `condition` every 20 ms until it holds; panics after `deadline` with
+    /// `what` and the daemon's stderr. A deadline is a guard against hanging, not a
+    /// speed requirement: make it generous.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        deadline: Duration,
+        mut condition: impl FnMut() -> bool,
+    ) {
+        let until = Instant::now() + deadline;
+        while !condition() {
+            if Instant::now() > until {
+                panic!(
+                    "not within {deadline:?}: {what}\n--- daemon stderr\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits for the process to exit by itself; its exit code (`-1` for a signal).
+    /// Panics, killing it, after `deadline`.
+    pub async fn exit_code(&mut self, deadline: Duration) -> i32 {
+        let until = Instant::now() + deadline;
+        let child = self.child.as_mut().expect("the daemon was started");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait for the daemon") {
+                self.child = None;
+                return status.code().unwrap_or(-1);
+            }
+            if Instant::now() > until {
+                let _ = child.kill();
+                let _ = child.wait();
+                self.child = None;
+                panic!(
+                    "the daemon did not exit within {deadline:?}\n--- stderr\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pid = Pid::from_raw(child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+        let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+        let until = Instant::now() + STOP_DEADLINE;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

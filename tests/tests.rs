@@ -6,8 +6,11 @@
 //! - `nginx`: a real nginx and small upstream HTTP servers, for the gateway.
 //! - `onetime`: `--onetime` runs on temporary confdirs.
 //! - `etcd_backend`: the etcd backend against a real etcd, through the library API.
+//! - `daemon`: the real binary as a daemon (`--watch`, interval) and `--onetime`
+//!   against a real etcd: restarts, compaction, a cluster, auth, TLS, signals.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
 
+mod daemon;
 mod etcd_backend;
 mod gateway;
 mod harness;
