@@ -62,6 +62,42 @@ pub fn merge(selectors: impl IntoIterator<Item = String>) -> Vec<String> {
     merged
 }
 
+/// Selectors as a set that answers [`selects`] in time proportional to the key's depth,
+/// not to the number of selectors: for filtering a read of thousands of keys against
+/// thousands of resources.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    selectors: std::collections::HashSet<String>,
+    everything: bool,
+}
+
+impl Selection {
+    pub fn new(selectors: &[String]) -> Self {
+        Selection {
+            everything: selectors.iter().any(|s| s == "/"),
+            selectors: selectors.iter().cloned().collect(),
+        }
+    }
+
+    /// Whether any selector selects `key`: the key itself or one of its ancestors is
+    /// a selector.
+    pub fn selects(&self, key: &str) -> bool {
+        if self.everything {
+            return key.starts_with('/');
+        }
+        let mut path = key;
+        loop {
+            if self.selectors.contains(path) {
+                return true;
+            }
+            match path.rfind('/') {
+                Some(i) if i > 0 => path = &path[..i],
+                _ => return false,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,6 +125,19 @@ mod tests {
         assert_eq!(relative("/app", "/app/db/host"), "/db/host");
         assert_eq!(relative("/", "/db/host"), "/db/host");
         assert_eq!(relative("/app", "/app"), "/");
+    }
+
+    #[test]
+    fn selection_agrees_with_selects() {
+        let selectors: Vec<String> = ["/a", "/a-b", "/c/d"].map(String::from).to_vec();
+        let selection = Selection::new(&selectors);
+        for key in [
+            "/a", "/a/x/y", "/a-b", "/a-b/z", "/ab", "/c", "/c/d/e", "/c/dd", "/", "x",
+        ] {
+            let slow = selectors.iter().any(|s| selects(s, key));
+            assert_eq!(selection.selects(key), slow, "{key}");
+        }
+        assert!(Selection::new(&["/".to_string()]).selects("/any/key"));
     }
 
     #[test]

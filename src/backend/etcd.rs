@@ -149,9 +149,14 @@ impl EtcdBackend {
     }
 
     /// Every key `selectors` select, read at one revision: one transaction of prefix
-    /// reads when they fit in etcd's transaction limit, else batches where every batch
-    /// after the first reads at the first one's revision.
+    /// reads when they fit in etcd's transaction limit, else one read of the range that
+    /// covers them all (the range the watch follows), filtered here. The number of
+    /// requests never grows with the number of resources; batches of 128 pinned to one
+    /// revision would cost one more request per 128 selectors.
     pub async fn read(&self, selectors: &[String]) -> Result<Snapshot, BackendError> {
+        if selectors.len() > MAX_TXN_OPS {
+            return self.read_covering(selectors).await;
+        }
         let mut kvs = BTreeMap::new();
         let mut pinned: Option<i64> = None;
         for batch in selectors.chunks(MAX_TXN_OPS) {
@@ -188,6 +193,39 @@ impl EtcdBackend {
             None => self.current_revision().await?,
         };
         Ok(Snapshot::new(revision, kvs))
+    }
+
+    /// One range read of `[lowest selector, end of the highest)`, keeping the selected keys.
+    async fn read_covering(&self, selectors: &[String]) -> Result<Snapshot, BackendError> {
+        let Some(range) = watch::WatchRange::covering(selectors) else {
+            return Ok(Snapshot::new(
+                self.current_revision().await?,
+                BTreeMap::new(),
+            ));
+        };
+        let resp = self
+            .call("snapshot", |c| {
+                let (start, end) = (range.start.clone(), range.end.clone());
+                async move {
+                    let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
+                    kv.get(start, Some(GetOptions::new().with_range(end))).await
+                }
+            })
+            .await?;
+        let selection = keys::Selection::new(selectors);
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| (String::from_utf8_lossy(kv.key()), kv))
+            .filter(|(key, _)| selection.selects(key))
+            .map(|(key, kv)| {
+                (
+                    key.into_owned(),
+                    String::from_utf8_lossy(kv.value()).into_owned(),
+                )
+            })
+            .collect();
+        Ok(Snapshot::new(header_revision(resp.header())?, kvs))
     }
 
     /// Runs one request with the request timeout. An expired token is refreshed once;

@@ -164,13 +164,13 @@ enum Restart {
 /// together and in order, which separate watches per selector would not; keys inside the
 /// range that no selector selects are dropped client-side.
 #[derive(Debug, PartialEq, Eq)]
-struct WatchRange {
-    start: Vec<u8>,
-    end: Vec<u8>,
+pub(super) struct WatchRange {
+    pub(super) start: Vec<u8>,
+    pub(super) end: Vec<u8>,
 }
 
 impl WatchRange {
-    fn covering(selectors: &[String]) -> Option<WatchRange> {
+    pub(super) fn covering(selectors: &[String]) -> Option<WatchRange> {
         let start = selectors.iter().min()?;
         let end = selectors.iter().map(|s| prefix_end(s.as_bytes())).max()?;
         Some(WatchRange {
