@@ -3,9 +3,9 @@
 //! binary, served by nginx on a free loopback port, in front of upstreams started by
 //! the test.
 //!
-//! Phase A: `--onetime` with the file and env backends. The data file is written by
-//! each test in the gateway's data model (/gateway/listen, /gateway/services,
-//! /gateway/routes); etcd and `--watch` come later.
+//! Here: `--onetime` with the file and env backends, the data file written by each test
+//! in the gateway's data model (/gateway/listen, /gateway/services, /gateway/routes).
+//! In [`watch`]: `--watch` following a real etcd while nginx serves.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +14,10 @@ use serde_json::{Map, Value, json};
 
 use crate::harness::{Confdir, Run};
 use crate::nginx::{Nginx, Upstream, free_addr, get, require_nginx, wait_for};
+
+mod live;
+mod load;
+mod watch;
 
 /// How long nginx may take to serve a reloaded config: a deadline to poll against,
 /// not a timing assertion.
