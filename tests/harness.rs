@@ -244,6 +244,15 @@ impl Daemon {
         }
     }
 
+    /// Panics with the daemon's stderr when it has exited.
+    #[track_caller]
+    pub fn assert_running(&mut self) {
+        let child = self.child.as_mut().expect("the daemon was started");
+        if let Some(status) = child.try_wait().expect("wait for the daemon") {
+            panic!("conflux exited ({status}):\n{}", self.stderr());
+        }
+    }
+
     /// Waits for the process to exit by itself; its exit code (`-1` for a signal).
     /// Panics, killing it, after `deadline`.
     pub async fn exit_code(&mut self, deadline: Duration) -> i32 {

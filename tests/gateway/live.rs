@@ -4,20 +4,16 @@
 //! each run appends a line to `commands.log` ("check ok", "check failed", "reload"),
 //! the order in which conflux ran them, for the check-before-reload assertion.
 
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use etcd_client::{Client, PutOptions};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use serde_json::json;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 use super::Gateway;
+use crate::harness::Daemon;
 use crate::nginx::{Nginx, Upstream};
 use crate::support::etcd::EtcdServer;
 
@@ -117,46 +113,25 @@ impl Drop for KeepAlive {
     }
 }
 
-/// `conflux --watch --backend etcdv3` on a confdir, its output in `conflux.log`,
-/// stopped with SIGTERM on drop.
-pub(super) struct Watcher {
-    child: Child,
-    log: PathBuf,
-}
+/// `conflux --watch --backend etcdv3` on the gateway's confdir: the harness's
+/// [`Daemon`] (stopped with SIGTERM on drop), plus log polling.
+pub(super) struct Watcher(Daemon);
 
 impl Watcher {
     pub(super) fn start(gw: &Gateway, endpoint: &str) -> Watcher {
-        let log = gw.dir.path("conflux.log");
-        let out = File::create(&log).expect("create conflux.log");
-        let err = out.try_clone().expect("clone the log handle");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
-        for (k, _) in std::env::vars() {
-            if k.starts_with("CONFLUX_") {
-                cmd.env_remove(k);
-            }
-        }
-        let child = cmd
-            .arg("--confdir")
-            .arg(gw.dir.root())
-            .args(["--watch", "--backend", "etcdv3", "--node", endpoint])
-            .env("RUST_BACKTRACE", "0")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("spawn conflux --watch");
-        Watcher { child, log }
+        Watcher(Daemon::start(
+            &gw.dir,
+            &["--watch", "--backend", "etcdv3", "--node", endpoint],
+        ))
     }
 
     pub(super) fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.0.stderr()
     }
 
     #[track_caller]
     pub(super) fn assert_running(&mut self) {
-        if let Some(status) = self.child.try_wait().expect("try_wait conflux") {
-            panic!("conflux --watch exited ({status}):\n{}", self.log());
-        }
+        self.0.assert_running();
     }
 
     /// Polls the log until `done` holds for it; panics with the log after [`DEADLINE`].
@@ -172,21 +147,6 @@ impl Watcher {
             );
             thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let end = Instant::now() + DEADLINE;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
