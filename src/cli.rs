@@ -26,8 +26,10 @@ Examples:
 
 Exit codes (--onetime):
   0  every resource was applied (or was already up to date)
-  1  at least one resource failed (render, check, write or reload); the others were applied
-  2  usage or configuration error: bad flag, bad config file, missing confdir or templates
+  1  at least one resource failed (render, check, write or reload), or the backend
+     could not be reached; the others were applied
+  2  usage or configuration error: bad flag, bad config file, missing confdir or
+     templates, credentials or TLS settings the backend refuses
 
 Precedence: defaults < config file < CONFLUX_* environment < command line.";
 

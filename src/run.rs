@@ -1,7 +1,8 @@
 //! A run of conflux from a validated [`Config`]: set up the template set, the
 //! resources and the backend, then either apply everything once (`--onetime`) or hand
-//! over to the daemon, with the real pipeline behind the scheduler's [`Applier`]. The result is a [`Report`] or a [`RunError`]; `main` turns
-//! them into exit codes (0 all applied, 1 some resource failed, 2 configuration).
+//! over to the daemon, with the real pipeline behind the scheduler's [`Applier`]. The
+//! result is a [`Report`] or a [`RunError`]; `main` turns them into exit codes (0 all
+//! applied, 1 some resource failed, 2 configuration).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -267,9 +268,12 @@ impl Applier for PipelineApplier {
 }
 
 async fn onetime(config: &Config, set: Confdir) -> Result<Report, RunError> {
+    // A backend that is away fails this run (exit 1: try again later); one that refuses
+    // the settings (credentials, TLS files with http://) is a configuration error (2).
     let backend = match connect_backend(config).await {
         Ok(b) => b,
-        Err(e) => return Ok(all_failed(&set, &e.to_string())),
+        Err(e) if e.is_transient() => return Ok(all_failed(&set, &e.to_string())),
+        Err(e) => return Err(RunError::Setup(e.to_string())),
     };
     let snapshot = match backend.snapshot(&set.selectors()).await {
         Ok(s) => s,

@@ -383,3 +383,19 @@ fn a_failed_reload_is_run_again_by_the_next_run() {
         "nothing is owed any more"
     );
 }
+
+#[test]
+fn tls_files_with_a_plaintext_endpoint_are_a_configuration_error() {
+    let dir = app_confdir("true", "true");
+    let ca = dir.write("ca.pem", "not read");
+    dir.run(&[
+        "--onetime",
+        "--node",
+        "http://127.0.0.1:9",
+        "--client-ca-keys",
+        ca.to_str().unwrap(),
+    ])
+    .assert_code(2)
+    .assert_stderr_contains("plaintext");
+    assert!(!dir.exists("out/app.conf"));
+}
