@@ -219,6 +219,38 @@ async fn a_reload_that_failed_after_the_swap_is_run_again() {
         .await;
 }
 
+/// The reload owed by a daemon that stopped is run by the next one, although the file
+/// it finds is already right (confd and its peers forget it: nothing compares changed).
+#[tokio::test]
+async fn a_reload_owed_by_a_stopped_daemon_is_run_by_the_next_one() {
+    let etcd = EtcdServer::start().await;
+    let dir = app_confdir(
+        XY_TEMPLATE,
+        &format!("test -f $(dirname {{{{.dest}}}})/reload-ok && {LOG_RELOAD}"),
+    );
+    etcd.put("/app/x", "1").await;
+    let mut first = watch(&dir, &etcd.endpoint(), &[]);
+    wait_app(&first, &dir, "x=1 y=none\n").await;
+    first
+        .wait_for("the failed reload is reported", PATIENCE, || {
+            first
+                .stderr()
+                .contains("IS in place, but its reload failed")
+        })
+        .await;
+    first.signal(Signal::SIGTERM);
+    assert_eq!(first.exit_code(PATIENCE).await, 0);
+    assert!(reloads(&dir).is_empty());
+
+    dir.write("out/reload-ok", "");
+    let second = watch(&dir, &etcd.endpoint(), &[]);
+    second
+        .wait_for("the owed reload runs after the restart", PATIENCE, || {
+            reloads(&dir) == ["x=1 y=none"]
+        })
+        .await;
+}
+
 #[tokio::test]
 async fn a_burst_of_500_puts_ends_with_the_last_value_after_few_reloads() {
     const PUTS: usize = 500;
