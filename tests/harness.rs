@@ -57,10 +57,7 @@ impl Confdir {
 
     /// `conflux --confdir <this> <args>`.
     pub fn run(&self, args: &[&str]) -> Run {
-        let confdir = self.root().to_str().expect("utf-8 path").to_string();
-        let mut all = vec!["--confdir".to_string(), confdir];
-        all.extend(args.iter().map(|a| a.to_string()));
-        conflux(&all, &[])
+        self.run_env(args, &[])
     }
 
     /// The same with extra environment variables.
