@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::Cli;
-use crate::resource::Wait;
+use crate::values::{Wait, WaitError, toml_error_message};
 
 pub const DEFAULT_CONFDIR: &str = "/etc/conflux";
 pub const DEFAULT_NODE: &str = "http://127.0.0.1:2379";
@@ -155,12 +155,6 @@ fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-/// toml's own Display spreads one problem over several lines; keep it, but start with
-/// the line and column so that the first line of the log says where.
-pub fn toml_error_message(e: &toml::de::Error) -> String {
-    e.to_string().trim_end().to_string()
-}
-
 fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     let confdir = cli
         .confdir
@@ -232,7 +226,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     Ok(Config {
         confdir,
         backend,
-        prefix: crate::keys::join("", &cli.prefix.clone().or(file.prefix).unwrap_or_default()),
+        prefix: crate::kv::keys::join("", &cli.prefix.clone().or(file.prefix).unwrap_or_default()),
         mode,
         noop: cli.noop || file.noop.unwrap_or(false),
         sync_only: cli.sync_only || file.sync_only.unwrap_or(false),
@@ -241,7 +235,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         wait: match cli.wait.clone().or(file.wait) {
             Some(w) => w
                 .parse()
-                .map_err(|e: crate::resource::WaitError| ConfigError::Invalid(e.to_string()))?,
+                .map_err(|e: WaitError| ConfigError::Invalid(e.to_string()))?,
             None => Wait::default(),
         },
     })

@@ -17,10 +17,12 @@ use tokio::time::{Instant, Interval, MissedTickBehavior, sleep, sleep_until};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::backend::{Backend, BackendError, Change};
-use crate::mirror::{Mirror, Snapshot};
-use crate::resource::Wait;
+use crate::backend::{Backend, BackendError};
+use crate::kv::Change;
+use crate::kv::Snapshot;
+use crate::mirror::Mirror;
 use crate::scheduler::{ResourceSet, Scheduler};
+use crate::values::Wait;
 
 /// Reconnecting to a backend waits this long at first, doubling up to
 /// [`RECONNECT_MAX`], each wait jittered so that many daemons do not reconnect in step.
@@ -425,7 +427,8 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::{Condvar, Mutex};
 
-    use crate::backend::{BoxFuture, Event};
+    use crate::backend::BoxFuture;
+    use crate::kv::Event;
     use crate::resource::Resource;
     use crate::scheduler::{Applier, ApplyResult, Work};
 

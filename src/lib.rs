@@ -29,10 +29,11 @@
 pub mod backend;
 pub mod cli;
 pub mod command;
+pub mod confdir;
 pub mod config;
 pub mod daemon;
 pub mod fswalk;
-pub mod keys;
+pub mod kv;
 pub mod mirror;
 pub mod pipeline;
 pub mod resource;
@@ -40,3 +41,4 @@ pub mod run;
 pub mod scheduler;
 pub mod store;
 pub mod template;
+pub mod values;

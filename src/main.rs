@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use conflux::config::Config;
-use conflux::run::{self, RunError};
+use conflux::run;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
                 );
                 ExitCode::from(EXIT_FAILED)
             }
-            Err(e @ (RunError::Config(_) | RunError::Setup(_))) => {
+            Err(e) => {
                 tracing::error!(cause = %e, "cannot run");
                 ExitCode::from(EXIT_CONFIG)
             }

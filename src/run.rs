@@ -4,7 +4,6 @@
 //! result is a [`Report`] or a [`RunError`]; `main` turns them into exit codes (0 all
 //! applied, 1 some resource failed, 2 configuration).
 
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -13,11 +12,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::backend::{Backend, BackendError};
+use crate::confdir::{Confdir, ConfdirError};
 use crate::config::{BackendConfig, Config, ConfigError, Mode};
 use crate::daemon;
-use crate::mirror::Snapshot;
+use crate::kv::Snapshot;
 use crate::pipeline::{self, ApplyError, Outcome};
-use crate::resource::{self, Resource};
+use crate::resource::Resource;
 use crate::scheduler::{Applier, ApplyResult};
 use crate::template::Templates;
 
@@ -35,69 +35,12 @@ pub struct Report {
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("{0}")]
-    Setup(String),
-}
-
-/// The resources of a confdir with their template set: what one pass applies.
-pub struct Confdir {
-    pub resources: Vec<Resource>,
-    pub templates: Arc<Templates>,
-    /// Resource files that could not be used (already logged).
-    pub broken: usize,
-}
-
-impl Confdir {
-    /// Loads `conf.d` and `templates` of the confdir. Broken resource files are logged
-    /// and skipped; a missing confdir, `conf.d` or templates dir is an error.
-    pub fn load(config: &Config) -> Result<Confdir, RunError> {
-        let confdir = &config.confdir;
-        require_dir(confdir, "confdir")?;
-        require_dir(&config.conf_d(), "resource directory")?;
-        require_dir(&config.templates_dir(), "templates directory")?;
-        let templates =
-            Templates::load(&config.templates_dir()).map_err(|e| RunError::Setup(e.to_string()))?;
-        let layout = resource::Layout {
-            confdir,
-            prefix: &config.prefix,
-        };
-        let (resources, errors) =
-            resource::load_all(&layout).map_err(|e| RunError::Setup(e.to_string()))?;
-        for e in &errors {
-            error!(file = %e.file.display(), cause = %e.message, "resource skipped");
-        }
-        for (name, cause) in templates.errors() {
-            error!(template = name, cause, "template did not load");
-        }
-        if resources.is_empty() && errors.is_empty() {
-            warn!(dir = %config.conf_d().display(), "no resources found");
-        }
-        Ok(Confdir {
-            resources,
-            templates: Arc::new(templates),
-            broken: errors.len(),
-        })
-    }
-
-    /// Every selector of every resource, merged into the fewest ranges.
-    pub fn selectors(&self) -> Vec<String> {
-        crate::keys::merge(
-            self.resources
-                .iter()
-                .flat_map(|r| r.selectors.iter().cloned()),
-        )
-    }
-}
-
-fn require_dir(path: &Path, what: &str) -> Result<(), RunError> {
-    if path.is_dir() {
-        Ok(())
-    } else {
-        Err(RunError::Setup(format!(
-            "{what} {} does not exist or is not a directory",
-            path.display()
-        )))
-    }
+    #[error(transparent)]
+    Confdir(#[from] ConfdirError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("apply task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 /// Builds the configured backend (connecting to etcd).
@@ -144,6 +87,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<Report, RunError> {
     let set = Confdir::load(&config)?;
+    set.log_problems(&config.conf_d());
     match config.mode {
         Mode::Onetime => onetime(&config, set).await,
         Mode::Watch | Mode::Interval(_) => {
@@ -172,7 +116,7 @@ async fn run_daemon(
     let load = loader(config, reconfigure);
     daemon::run(backend, scheduled, load, reload_requests, options, shutdown)
         .await
-        .map_err(|e| RunError::Setup(e.to_string()))?;
+        .map_err(|daemon::DaemonError::Backend(e)| RunError::Backend(e))?;
     Ok(Report::default())
 }
 
@@ -189,7 +133,7 @@ async fn connect_with_retry(
             Err(e) if e.is_transient() => {
                 warn!(cause = %e, retry_in = ?delay, "cannot connect to the backend")
             }
-            Err(e) => return Err(RunError::Setup(e.to_string())),
+            Err(e) => return Err(e.into()),
         }
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
@@ -219,11 +163,12 @@ fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
             warn!("backend settings changed: they take effect when conflux restarts");
         }
         let set = Confdir::load(&config).map_err(|e| e.to_string())?;
+        set.log_problems(&config.conf_d());
         let broken_templates = set.templates.errors().count();
-        if set.broken > 0 || broken_templates > 0 {
+        if !set.errors.is_empty() || broken_templates > 0 {
             return Err(format!(
                 "{} broken resource file(s) and {broken_templates} broken template(s)",
-                set.broken
+                set.errors.len()
             ));
         }
         Ok(scheduled_set(&config, set))
@@ -238,7 +183,7 @@ struct PipelineApplier {
 
 impl Applier for PipelineApplier {
     fn apply(&self, resource: &Resource, snapshot: &Arc<Snapshot>) -> ApplyResult {
-        let store = snapshot.store(&resource.prefix, &resource.selectors);
+        let store = crate::store::Store::cut(snapshot, &resource.prefix, &resource.selectors);
         match pipeline::apply(resource, &self.templates, &store, &self.options) {
             Ok(Outcome::Updated { .. } | Outcome::Reloaded { .. }) => {
                 ApplyResult::Ok { changed: true }
@@ -273,7 +218,7 @@ async fn onetime(config: &Config, set: Confdir) -> Result<Report, RunError> {
     let backend = match connect_backend(config).await {
         Ok(b) => b,
         Err(e) if e.is_transient() => return Ok(all_failed(&set, &e.to_string())),
-        Err(e) => return Err(RunError::Setup(e.to_string())),
+        Err(e) => return Err(e.into()),
     };
     let snapshot = match backend.snapshot(&set.selectors()).await {
         Ok(s) => s,
@@ -286,9 +231,8 @@ async fn onetime(config: &Config, set: Confdir) -> Result<Report, RunError> {
         "snapshot read"
     );
     let options = pipeline_options(config);
-    let outcomes = tokio::task::spawn_blocking(move || apply_all(&set, &snapshot, &options))
-        .await
-        .map_err(|e| RunError::Setup(format!("apply task failed: {e}")))?;
+    let outcomes =
+        tokio::task::spawn_blocking(move || apply_all(&set, &snapshot, &options)).await?;
     Ok(outcomes)
 }
 
@@ -296,7 +240,7 @@ fn all_failed(set: &Confdir, cause: &str) -> Report {
     error!(cause, "cannot read keys; no resource applied");
     Report {
         applied: 0,
-        failed: set.resources.len() + set.broken,
+        failed: set.resources.len() + set.errors.len(),
     }
 }
 
@@ -305,12 +249,12 @@ fn all_failed(set: &Confdir, cause: &str) -> Report {
 /// diffs go to stdout in resource order.
 pub fn apply_all(set: &Confdir, snapshot: &Snapshot, options: &pipeline::Options) -> Report {
     let results: Vec<_> = parallel_map(&set.resources, |r| {
-        let store = snapshot.store(&r.prefix, &r.selectors);
+        let store = crate::store::Store::cut(snapshot, &r.prefix, &r.selectors);
         pipeline::apply(r, &set.templates, &store, options)
     });
     let mut report = Report {
         applied: 0,
-        failed: set.broken,
+        failed: set.errors.len(),
     };
     let mut stdout = std::io::stdout().lock();
     for (resource, result) in set.resources.iter().zip(results) {

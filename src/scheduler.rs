@@ -20,8 +20,10 @@ use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::mirror::{Interest, Mirror, Snapshot};
-use crate::resource::{Resource, Wait};
+use crate::kv::Snapshot;
+use crate::mirror::{Interest, Mirror};
+use crate::resource::Resource;
+use crate::values::Wait;
 
 /// The first retry of a failed apply or reload waits this long; each further failure
 /// doubles the wait up to [`RETRY_MAX`].
@@ -272,9 +274,9 @@ impl Scheduler {
         self.slots.iter().map(|slot| slot.resource.as_ref())
     }
 
-    /// The resources' selectors merged into the fewest ranges (see [`crate::keys::merge`]).
+    /// The resources' selectors merged into the fewest ranges (see [`crate::kv::keys::merge`]).
     pub fn selectors(&self) -> Vec<String> {
-        crate::keys::merge(self.resources().flat_map(|r| r.selectors.iter().cloned()))
+        crate::kv::keys::merge(self.resources().flat_map(|r| r.selectors.iter().cloned()))
     }
 
     /// Marks the resources that select any of `keys` as changed; returns how many.

@@ -7,12 +7,13 @@
 //! top-level directories (confd always returns nothing). Patterns are Go `path.Match`
 //! globs, see [`Pattern`].
 //!
-//! Cutting a store out of a snapshot is [`crate::mirror::Snapshot::store`]'s job.
+//! A store is cut out of a [`Snapshot`] by [`Store::cut`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use crate::keys;
+use crate::kv::pattern::{Pattern, PatternError};
+use crate::kv::{Snapshot, go_path, keys};
 
 /// Keys relative to a resource's prefix (`/db/host`) to values, at one revision.
 ///
@@ -29,11 +30,8 @@ pub struct Store {
 pub enum LookupError {
     #[error("key not found: {0}")]
     KeyNotFound(String),
-    #[error("bad pattern {pattern:?}: {reason}")]
-    BadPattern {
-        pattern: String,
-        reason: &'static str,
-    },
+    #[error(transparent)]
+    BadPattern(#[from] PatternError),
 }
 
 impl Store {
@@ -42,6 +40,19 @@ impl Store {
             revision,
             kvs: Arc::new(kvs),
         }
+    }
+
+    /// The store one resource sees: the keys its `selectors` select in `snapshot`, made
+    /// relative to its `prefix` as confd does (`/app/db/host` under prefix `/app` is
+    /// `/db/host`).
+    pub fn cut(snapshot: &Snapshot, prefix: &str, selectors: &[String]) -> Store {
+        let mut kvs = BTreeMap::new();
+        for selector in selectors {
+            for (key, value) in snapshot.selected(selector) {
+                kvs.insert(keys::relative(prefix, key), value.clone());
+            }
+        }
+        Store::new(snapshot.revision, kvs)
     }
 
     pub fn revision(&self) -> i64 {
@@ -144,175 +155,6 @@ fn first_segment(rest: &str) -> &str {
     rest.split('/').next().unwrap_or(rest)
 }
 
-/// A Go `path.Match` glob: `*` matches any run of characters except `/`, `?` one
-/// character except `/`, `[abc]`, `[a-z]` and `[^a-z]` a character class, and `\x`
-/// the character `x`. The whole key must match.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Pattern {
-    tokens: Vec<Token>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Token {
-    Literal(char),
-    AnyChar,
-    Star,
-    Class {
-        negated: bool,
-        ranges: Vec<(char, char)>,
-    },
-}
-
-impl Token {
-    /// Whether this single-character token matches `c` (never called for `Star`).
-    fn matches_one(&self, c: char) -> bool {
-        match self {
-            Token::Literal(l) => *l == c,
-            Token::AnyChar => c != '/',
-            Token::Star => false,
-            Token::Class { negated, ranges } => {
-                ranges.iter().any(|(lo, hi)| (*lo..=*hi).contains(&c)) != *negated
-            }
-        }
-    }
-}
-
-impl Pattern {
-    /// Parses the whole pattern up front, so a malformed one is an error even when
-    /// no key would reach the broken part (Go does the same since 1.16).
-    pub fn parse(pattern: &str) -> Result<Pattern, LookupError> {
-        let bad = |reason| LookupError::BadPattern {
-            pattern: pattern.to_string(),
-            reason,
-        };
-        let mut chars = pattern.chars().peekable();
-        let mut tokens = Vec::new();
-        while let Some(c) = chars.next() {
-            let token = match c {
-                '*' => Token::Star,
-                '?' => Token::AnyChar,
-                '\\' => Token::Literal(chars.next().ok_or_else(|| bad("trailing backslash"))?),
-                '[' => parse_class(&mut chars).map_err(bad)?,
-                c => Token::Literal(c),
-            };
-            tokens.push(token);
-        }
-        Ok(Pattern { tokens })
-    }
-
-    /// Whether the whole of `name` matches.
-    pub fn matches(&self, name: &str) -> bool {
-        let chars: Vec<char> = name.chars().collect();
-        let (t, s) = (self.tokens.len(), chars.len());
-        // table[i][j]: tokens[i..] match chars[j..]. Quadratic at worst, where
-        // naive backtracking over several stars is exponential.
-        let mut table = vec![vec![false; s + 1]; t + 1];
-        table[t][s] = true;
-        for i in (0..t).rev() {
-            for j in (0..=s).rev() {
-                table[i][j] = match &self.tokens[i] {
-                    Token::Star => table[i + 1][j] || (j < s && chars[j] != '/' && table[i][j + 1]),
-                    token => j < s && token.matches_one(chars[j]) && table[i + 1][j + 1],
-                };
-            }
-        }
-        table[0][0]
-    }
-
-    /// The literal characters before the first wildcard: every match starts with them.
-    fn literal_prefix(&self) -> String {
-        self.tokens
-            .iter()
-            .map_while(|t| match t {
-                Token::Literal(c) => Some(*c),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-/// Parses a class after its `[`, Go's way: `]` closes it only after one range, `-`
-/// and `]` must be escaped inside it, and it must be closed.
-fn parse_class(
-    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
-) -> Result<Token, &'static str> {
-    let negated = chars.next_if_eq(&'^').is_some();
-    let mut ranges = Vec::new();
-    loop {
-        if !ranges.is_empty() && chars.next_if_eq(&']').is_some() {
-            return Ok(Token::Class { negated, ranges });
-        }
-        let lo = class_char(chars)?;
-        let hi = if chars.next_if_eq(&'-').is_some() {
-            class_char(chars)?
-        } else {
-            lo
-        };
-        ranges.push((lo, hi));
-    }
-}
-
-fn class_char(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Result<char, &'static str> {
-    match chars.next() {
-        None => Err("unclosed character class"),
-        Some('-' | ']') => Err("unescaped '-' or ']' in character class"),
-        Some('\\') => chars.next().ok_or("unclosed character class"),
-        Some(c) => Ok(c),
-    }
-}
-
-/// Go's `path.Base`, `path.Dir` and `path.Clean` on `/`-separated strings.
-pub mod go_path {
-    /// The last element: trailing slashes dropped, `""` → `.`, all slashes → `/`.
-    pub fn base(path: &str) -> String {
-        if path.is_empty() {
-            return ".".to_string();
-        }
-        let trimmed = path.trim_end_matches('/');
-        if trimmed.is_empty() {
-            return "/".to_string();
-        }
-        match trimmed.rfind('/') {
-            Some(i) => trimmed[i + 1..].to_string(),
-            None => trimmed.to_string(),
-        }
-    }
-
-    /// Everything but the last element, cleaned: `dir("/a/b")` is `/a`, `dir("a")` is `.`.
-    pub fn dir(path: &str) -> String {
-        let head = match path.rfind('/') {
-            Some(i) => &path[..=i],
-            None => "",
-        };
-        clean(head)
-    }
-
-    /// The shortest equivalent path: no `//`, `.` or `x/..`; `""` → `.`.
-    pub fn clean(path: &str) -> String {
-        let rooted = path.starts_with('/');
-        let mut parts: Vec<&str> = Vec::new();
-        for part in path.split('/') {
-            match part {
-                "" | "." => {}
-                ".." => {
-                    if parts.last().is_some_and(|p| *p != "..") {
-                        parts.pop();
-                    } else if !rooted {
-                        parts.push("..");
-                    }
-                }
-                p => parts.push(p),
-            }
-        }
-        let joined = parts.join("/");
-        match (rooted, joined.is_empty()) {
-            (true, _) => format!("/{joined}"),
-            (false, true) => ".".to_string(),
-            (false, false) => joined,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -398,67 +240,29 @@ mod tests {
     fn a_bad_pattern_is_an_error() {
         for bad in ["/a/[", "/a/[]", "/a/[^]", "/a\\", "/a/[a-]", "/[z"] {
             assert!(
-                matches!(confd_store().gets(bad), Err(LookupError::BadPattern { .. })),
+                matches!(confd_store().gets(bad), Err(LookupError::BadPattern(_))),
                 "{bad}"
             );
         }
     }
 
     #[test]
-    fn pattern_follows_go_path_match() {
-        let cases: &[(&str, &str, bool)] = &[
-            ("abc", "abc", true),
-            ("*", "abc", true),
-            ("*c", "abc", true),
-            ("a*", "a", true),
-            ("a*", "ab/c", false),
-            ("a*/b", "abc/b", true),
-            ("a*/b", "a/c/b", false),
-            ("a*b*c*d*e*/f", "axbxcxdxe/f", true),
-            ("a*b*c*d*e*/f", "axbxcxdxexxx/f", true),
-            ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", false),
-            ("a*b?c*x", "abxbbxdbxebxczzx", true),
-            ("a*b?c*x", "abxbbxdbxebxczzy", false),
-            ("ab[c]", "abc", true),
-            ("ab[b-d]", "abc", true),
-            ("ab[e-g]", "abc", false),
-            ("ab[^c]", "abc", false),
-            ("ab[^b-d]", "abc", false),
-            ("ab[^e-g]", "abc", true),
-            ("a\\*b", "a*b", true),
-            ("a\\*b", "ab", false),
-            ("a?b", "a☺b", true),
-            ("a[^a]b", "a☺b", true),
-            ("a???b", "a☺b", false),
-            ("[a-ζ]*", "α", true),
-            ("[\\]a]", "]", true),
-            ("[\\-]", "-", true),
-            ("[x\\-]", "z", false),
-            ("a?b", "a/b", false),
-            ("*x", "xxx", true),
-        ];
-        for (pattern, name, want) in cases {
-            let p = Pattern::parse(pattern).unwrap();
-            assert_eq!(p.matches(name), *want, "{pattern} vs {name}");
-        }
-    }
-
-    #[test]
-    fn go_path_base_dir_clean() {
-        assert_eq!(go_path::base("/a/b"), "b");
-        assert_eq!(go_path::base("/a/b/"), "b");
-        assert_eq!(go_path::base(""), ".");
-        assert_eq!(go_path::base("///"), "/");
-        assert_eq!(go_path::base("x"), "x");
-        assert_eq!(go_path::dir("/a/b"), "/a");
-        assert_eq!(go_path::dir("/a/b/"), "/a/b");
-        assert_eq!(go_path::dir("/a"), "/");
-        assert_eq!(go_path::dir("a"), ".");
-        assert_eq!(go_path::dir(""), ".");
-        assert_eq!(go_path::dir("a//b"), "a");
-        assert_eq!(go_path::clean("/../a/./b/../c//"), "/a/c");
-        assert_eq!(go_path::clean("../a/.."), "..");
-        assert_eq!(go_path::clean("a/../.."), "..");
+    fn store_strips_the_prefix() {
+        let s = Snapshot::new(
+            7,
+            [
+                ("/app/db/host", "h"),
+                ("/app/web/port", "80"),
+                ("/other", "x"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        );
+        let store = Store::cut(&s, "/app", &["/app/db".to_string()]);
+        assert_eq!(store.revision(), 7);
+        assert_eq!(store.get("/db/host"), Some("h"));
+        assert_eq!(store.get("/web/port"), None);
     }
 
     #[test]

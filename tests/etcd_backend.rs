@@ -6,9 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use conflux::backend::BackendError;
 use conflux::backend::etcd::{EtcdBackend, EtcdOptions};
-use conflux::backend::{BackendError, Change, Event};
-use conflux::mirror::Snapshot;
+use conflux::kv::Snapshot;
+use conflux::kv::{Change, Event};
 use etcd_client::{GetOptions, PutOptions, Txn, TxnOp};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;

@@ -20,9 +20,10 @@ use std::collections::BTreeMap;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Backend, BackendError, BoxFuture, Change};
-use crate::keys;
-use crate::mirror::Snapshot;
+use super::{Backend, BackendError, BoxFuture};
+use crate::kv::Change;
+use crate::kv::Snapshot;
+use crate::kv::keys;
 
 /// Reads keys from environment variables.
 #[derive(Debug, Default)]

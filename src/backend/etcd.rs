@@ -20,7 +20,7 @@
 //! strings, as confd's do).
 //!
 //! Selectors, ranges and revisions are the caller's business: it passes merged selectors
-//! ([`crate::keys::merge`]) and keeps the mirror.
+//! ([`crate::kv::keys::merge`]) and keeps the mirror.
 
 mod error;
 mod watch;
@@ -39,9 +39,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
 use self::error::{classify, fatal, is_invalid_token, transient};
-use super::{Backend, BackendError, BoxFuture, Change};
-use crate::keys;
-use crate::mirror::Snapshot;
+use super::{Backend, BackendError, BoxFuture};
+use crate::kv::Change;
+use crate::kv::Snapshot;
+use crate::kv::keys;
 
 const NAME: &str = "etcdv3";
 

@@ -44,9 +44,10 @@ use tracing::{debug, warn};
 mod flatten;
 
 use self::flatten::{Format, Kvs};
-use super::{Backend, BackendError, BoxFuture, Change};
-use crate::keys;
-use crate::mirror::Snapshot;
+use super::{Backend, BackendError, BoxFuture};
+use crate::kv::Change;
+use crate::kv::Snapshot;
+use crate::kv::keys;
 
 const NAME: &str = "file";
 

@@ -17,27 +17,10 @@ use std::pin::Pin;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::mirror::Snapshot;
+use crate::kv::{Change, Snapshot};
 
 /// A boxed future, so that [`Backend`] stays usable as `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// One key changed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
-    Put { key: String, value: String },
-    Delete { key: String },
-}
-
-/// What a watch reports, in revision order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Change {
-    /// Events committed at `revision`, to apply to the mirror in order.
-    Events { revision: i64, events: Vec<Event> },
-    /// The whole selected key space again (after a compaction, or for backends that
-    /// cannot report single events): replace the mirror with it.
-    Reset(Snapshot),
-}
 
 /// Why a backend call failed. The daemon retries [`BackendError::Transient`] with
 /// backoff and gives up on [`BackendError::Fatal`].
@@ -67,7 +50,7 @@ pub trait Backend: Send + Sync {
     /// The name used in logs and errors (`etcdv3`, `file`, `env`).
     fn name(&self) -> &'static str;
 
-    /// Every key that `selectors` select (see [`crate::keys::selects`]), read as one
+    /// Every key that `selectors` select (see [`crate::kv::keys::selects`]), read as one
     /// consistent snapshot. Keys are absolute (`/app/db/host`).
     fn snapshot<'a>(
         &'a self,

@@ -20,7 +20,7 @@
 use base64::Engine;
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
-use crate::store::go_path;
+use crate::kv::go_path;
 
 /// Registers every filter of the table above on `tera`.
 pub(crate) fn register(tera: &mut Tera) {

@@ -12,8 +12,9 @@ use tracing::{debug, warn};
 
 use super::error::{classify, fatal, transient};
 use super::{EtcdBackend, MAX_MESSAGE_BYTES};
-use crate::backend::{BackendError, Change, Event};
-use crate::keys;
+use crate::backend::BackendError;
+use crate::kv::keys;
+use crate::kv::{Change, Event};
 
 /// How often a watch refused for an expired token is re-created before giving up.
 const MAX_TOKEN_REFRESHES: u32 = 2;

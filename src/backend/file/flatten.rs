@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use crate::keys;
+use crate::kv::keys;
 
 /// Absolute keys to values.
 pub(super) type Kvs = BTreeMap<String, String>;

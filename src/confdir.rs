@@ -1,0 +1,218 @@
+//! A confdir: `conf.d/**/*.toml` and `templates/`, loaded into a validated set of
+//! [`Resource`]s and their [`Templates`]. Finds resource files (recursively, in name
+//! order, symlinks followed, hidden files read too, as confd does); a broken file is
+//! kept as an error and the others still load.
+//!
+//! Validating one resource file is [`crate::resource`]'s job; deciding what to do with
+//! a set that has broken files (skip them at start, refuse the set on SIGHUP) is the
+//! caller's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tracing::{error, warn};
+
+use crate::config::Config;
+use crate::kv::keys;
+use crate::resource::{self, Layout, Resource, ResourceError};
+use crate::template::{LoadError, Templates};
+
+/// The resources of a confdir with their template set: what one pass applies.
+pub struct Confdir {
+    pub resources: Vec<Resource>,
+    pub templates: Arc<Templates>,
+    /// Resource files that could not be used.
+    pub errors: Vec<ResourceError>,
+}
+
+/// A confdir that cannot be used at all: nothing is attempted (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum ConfdirError {
+    #[error("{what} {} does not exist or is not a directory", .path.display())]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("cannot read the resource directory {}: {source}", .dir.display())]
+    Unreadable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Templates(#[from] LoadError),
+}
+
+impl Confdir {
+    /// Loads `conf.d` and `templates` of the configured confdir.
+    pub fn load(config: &Config) -> Result<Confdir, ConfdirError> {
+        let layout = Layout {
+            confdir: &config.confdir,
+            prefix: &config.prefix,
+        };
+        require_dir(layout.confdir, "confdir")?;
+        require_dir(&layout.conf_d(), "resource directory")?;
+        require_dir(&layout.templates(), "templates directory")?;
+        let templates = Templates::load(&layout.templates())?;
+        let (resources, errors) = load_resources(&layout)?;
+        Ok(Confdir {
+            resources,
+            templates: Arc::new(templates),
+            errors,
+        })
+    }
+
+    /// Logs the resource files and templates that could not be loaded, and an empty
+    /// conf.d.
+    pub fn log_problems(&self, conf_d: &Path) {
+        for e in &self.errors {
+            error!(file = %e.file.display(), cause = %e, "resource skipped");
+        }
+        for (name, cause) in self.templates.errors() {
+            error!(template = name, cause, "template did not load");
+        }
+        if self.resources.is_empty() && self.errors.is_empty() {
+            warn!(dir = %conf_d.display(), "no resources found");
+        }
+    }
+
+    /// Resource files and templates that could not be loaded.
+    pub fn broken(&self) -> usize {
+        self.errors.len() + self.templates.errors().count()
+    }
+
+    /// Every selector of every resource, merged into the fewest ranges.
+    pub fn selectors(&self) -> Vec<String> {
+        keys::merge(
+            self.resources
+                .iter()
+                .flat_map(|r| r.selectors.iter().cloned()),
+        )
+    }
+}
+
+fn require_dir(path: &Path, what: &'static str) -> Result<(), ConfdirError> {
+    if path.is_dir() {
+        Ok(())
+    } else {
+        Err(ConfdirError::Missing {
+            what,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Every resource under `<confdir>/conf.d`, in lexical order of their paths, and the
+/// files that could not be used. Only a missing or unreadable `conf.d` is an `Err`.
+pub fn load_resources(
+    layout: &Layout,
+) -> Result<(Vec<Resource>, Vec<ResourceError>), ConfdirError> {
+    let conf_d = layout.conf_d();
+    let mut resources = Vec::new();
+    let mut errors = Vec::new();
+    for file in resource_files(&conf_d)? {
+        let name = file
+            .strip_prefix(&conf_d)
+            .unwrap_or(&file)
+            .to_string_lossy()
+            .into_owned();
+        match resource::load(layout, name, &file) {
+            Ok(r) => resources.push(r),
+            Err(e) => errors.push(e),
+        }
+    }
+    Ok((resources, errors))
+}
+
+/// Every `*.toml` under `dir`, recursively, symlinks followed, in walk order.
+/// Hidden files are read too, as confd does.
+fn resource_files(dir: &Path) -> Result<Vec<PathBuf>, ConfdirError> {
+    let files = crate::fswalk::files(dir, false).map_err(|source| ConfdirError::Unreadable {
+        dir: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(files
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir {
+        tmp: tempfile::TempDir,
+    }
+
+    impl Dir {
+        fn new() -> Dir {
+            let tmp = tempfile::tempdir().expect("tempdir");
+            std::fs::create_dir_all(tmp.path().join("conf.d")).expect("conf.d");
+            std::fs::create_dir_all(tmp.path().join("templates")).expect("templates");
+            std::fs::write(tmp.path().join("templates/app.tmpl"), "x").expect("template");
+            Dir { tmp }
+        }
+
+        fn resource(&self, name: &str, text: &str) {
+            let path = self.tmp.path().join("conf.d").join(name);
+            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+            std::fs::write(path, text).expect("write");
+        }
+
+        fn load(&self, prefix: &str) -> (Vec<Resource>, Vec<ResourceError>) {
+            load_resources(&Layout {
+                confdir: self.tmp.path(),
+                prefix,
+            })
+            .expect("conf.d readable")
+        }
+    }
+
+    #[test]
+    fn a_broken_file_does_not_stop_the_others_and_order_is_lexical() {
+        let d = Dir::new();
+        let ok = "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/x\"\n";
+        d.resource("b.toml", ok);
+        d.resource("a/z.toml", ok);
+        d.resource("c.toml", "[template]\nsrc = 1\n");
+        d.resource("notes.txt", "ignored");
+        let (loaded, errors) = d.load("/");
+        let names: Vec<_> = loaded.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, vec!["a/z.toml", "b.toml"]);
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].file.ends_with("c.toml"));
+    }
+
+    #[test]
+    fn symlinked_directories_are_followed_once() {
+        let d = Dir::new();
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            elsewhere.path().join("x.toml"),
+            "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/x\"\n",
+        )
+        .expect("w");
+        std::os::unix::fs::symlink(elsewhere.path(), d.tmp.path().join("conf.d/linked"))
+            .expect("link");
+        std::os::unix::fs::symlink(
+            d.tmp.path().join("conf.d"),
+            d.tmp.path().join("conf.d/loop"),
+        )
+        .expect("loop");
+        let (loaded, errors) = d.load("/");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            loaded.iter().map(|r| r.name.as_str()).collect::<Vec<_>>(),
+            vec!["linked/x.toml"]
+        );
+    }
+
+    #[test]
+    fn missing_conf_d_is_an_error() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let err = load_resources(&Layout {
+            confdir: tmp.path(),
+            prefix: "/",
+        })
+        .expect_err("missing");
+        assert!(err.to_string().contains("conf.d"), "{err}");
+    }
+}
