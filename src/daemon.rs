@@ -21,13 +21,9 @@ use crate::backend::{Backend, BackendError};
 use crate::kv::Change;
 use crate::kv::Snapshot;
 use crate::mirror::Mirror;
+use crate::retry::{self, Backoff};
 use crate::scheduler::{ResourceSet, Scheduler};
 use crate::values::Wait;
-
-/// Reconnecting to a backend waits this long at first, doubling up to
-/// [`RECONNECT_MAX`], each wait jittered so that many daemons do not reconnect in step.
-pub const RECONNECT_FIRST: Duration = Duration::from_millis(100);
-pub const RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 /// How the daemon learns about changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +138,7 @@ impl Daemon {
             changes_rx,
             watch_stop: shutdown.child_token(),
             watch_restart: None,
-            reconnect: Backoff::new(RECONNECT_FIRST, RECONNECT_MAX),
+            reconnect: Backoff::new(retry::BACKEND),
             shutdown,
         };
         daemon.log_snapshot("snapshot");
@@ -346,7 +342,7 @@ async fn snapshot_with_retry(
     selectors: &[String],
     shutdown: &CancellationToken,
 ) -> Result<Option<Snapshot>, BackendError> {
-    let mut backoff = Backoff::new(RECONNECT_FIRST, RECONNECT_MAX);
+    let mut backoff = Backoff::new(retry::BACKEND);
     loop {
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(None),
@@ -364,36 +360,6 @@ async fn snapshot_with_retry(
             }
             Err(err) => return Err(err),
         }
-    }
-}
-
-/// Capped exponential backoff with equal jitter: each wait is between half and all
-/// of the current step, so a fleet of daemons spreads out and none busy-loops.
-#[derive(Debug, Clone)]
-struct Backoff {
-    first: Duration,
-    max: Duration,
-    step: Duration,
-}
-
-impl Backoff {
-    fn new(first: Duration, max: Duration) -> Self {
-        Backoff {
-            first,
-            max,
-            step: first,
-        }
-    }
-
-    fn next_delay(&mut self) -> Duration {
-        let step = self.step;
-        self.step = (self.step * 2).min(self.max);
-        let half = step / 2;
-        half + half.mul_f64(rand::random_range(0.0..=1.0))
-    }
-
-    fn reset(&mut self) {
-        self.step = self.first;
     }
 }
 

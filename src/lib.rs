@@ -37,6 +37,7 @@ pub mod kv;
 pub mod mirror;
 pub mod pipeline;
 pub mod resource;
+pub mod retry;
 pub mod run;
 pub mod scheduler;
 pub mod store;

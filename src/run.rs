@@ -18,6 +18,7 @@ use crate::daemon;
 use crate::kv::Snapshot;
 use crate::pipeline::{self, ApplyError, Outcome};
 use crate::resource::Resource;
+use crate::retry::{self, Backoff};
 use crate::scheduler::{Applier, ApplyResult};
 use crate::template::Templates;
 
@@ -126,8 +127,9 @@ async fn connect_with_retry(
     config: &Config,
     shutdown: &CancellationToken,
 ) -> Result<Option<Arc<dyn Backend>>, RunError> {
-    let mut delay = daemon::RECONNECT_FIRST;
+    let mut backoff = Backoff::new(retry::BACKEND);
     loop {
+        let delay = backoff.next_delay();
         match connect_backend(config).await {
             Ok(b) => return Ok(Some(b)),
             Err(e) if e.is_transient() => {
@@ -139,7 +141,6 @@ async fn connect_with_retry(
             _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(daemon::RECONNECT_MAX);
     }
 }
 

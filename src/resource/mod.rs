@@ -148,7 +148,8 @@ pub fn load(layout: &Layout, name: String, file: &Path) -> Result<Resource, Reso
         problem,
     };
     let text = std::fs::read_to_string(file).map_err(|e| fail(None, Problem::Read(e)))?;
-    let raw: RawResource = toml::from_str(&text).map_err(|e| fail(None, Problem::Syntax(Box::new(e))))?;
+    let raw: RawResource =
+        toml::from_str(&text).map_err(|e| fail(None, Problem::Syntax(Box::new(e))))?;
     validate(layout, name, file, &raw.template).map_err(|(span, problem)| {
         let line = span.map(|s: Range<usize>| line_of(&text, s.start));
         fail(line, problem)
