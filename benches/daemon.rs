@@ -12,6 +12,9 @@
 //! resolution (the sleep plus timer slack, about 0.15 ms) is stated with the figures.
 //! etcd is the tests' own harness (tests/support/etcd.rs), reused as it is.
 
+// Test code: a failed unwrap is a failed test (the lint is for the product).
+#![allow(clippy::unwrap_used)]
+
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
 

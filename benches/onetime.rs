@@ -7,6 +7,9 @@
 //! sees them; a plain harness rather than a statistics crate, since each sample is a
 //! process run and the median of a few runs is the figure we quote.
 
+// Test code: a failed unwrap is a failed test (the lint is for the product).
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};

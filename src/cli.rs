@@ -136,6 +136,11 @@ pub struct Cli {
     /// Default coalescing window for resources without their own `wait`: "<min>[:<max>]"
     #[arg(long, value_name = "MIN[:MAX]", env = "CONFLUX_WAIT")]
     pub wait: Option<String>,
+
+    /// Where conflux keeps its own state (owed reloads, what it last wrote); created
+    /// with mode 0700 [default: /var/lib/conflux]
+    #[arg(long, value_name = "DIR", env = "CONFLUX_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 /// Every long flag name, and whether it takes a value, for the single-dash rewrite.

@@ -62,6 +62,7 @@ struct RawConfig {
     client_key: Option<PathBuf>,
     client_cakeys: Option<PathBuf>,
     wait: Option<String>,
+    state_dir: Option<PathBuf>,
 }
 
 /// How the process runs.
@@ -107,6 +108,8 @@ pub struct Config {
     pub log_level: tracing::Level,
     /// The coalescing window of resources that set none.
     pub wait: Wait,
+    /// conflux's own state (see [`crate::state`]); absolute.
+    pub state_dir: PathBuf,
 }
 
 impl Config {
@@ -163,8 +166,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR));
     // Relative dests resolve against the confdir, and commands run from conflux's own
     // working directory: make it absolute so the paths they see are unambiguous.
-    let confdir = std::path::absolute(&confdir)
-        .map_err(|e| ConfigError::Invalid(format!("confdir {}: {e}", confdir.display())))?;
+    let confdir = absolute(confdir, "confdir")?;
     let backend_name = cli
         .backend
         .clone()
@@ -232,6 +234,13 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         sync_only: cli.sync_only || file.sync_only.unwrap_or(false),
         keep_stage_file: cli.keep_stage_file || file.keep_stage_file.unwrap_or(false),
         log_level: parse_level(&level)?,
+        state_dir: absolute(
+            cli.state_dir
+                .clone()
+                .or(file.state_dir)
+                .unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_DIR)),
+            "state_dir",
+        )?,
         wait: match cli.wait.clone().or(file.wait) {
             Some(w) => w
                 .parse()
@@ -239,6 +248,11 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
             None => Wait::default(),
         },
     })
+}
+
+fn absolute(path: PathBuf, what: &str) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(&path)
+        .map_err(|e| ConfigError::Invalid(format!("{what} {}: {e}", path.display())))
 }
 
 /// A list flag given on the command line replaces the file's list, as any flag does.

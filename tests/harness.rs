@@ -65,7 +65,19 @@ impl Confdir {
         let confdir = self.root().to_str().expect("utf-8 path").to_string();
         let mut all = vec!["--confdir".to_string(), confdir];
         all.extend(args.iter().map(|a| a.to_string()));
-        conflux(&all, env)
+        let state = self.state_dir();
+        let state = state.to_str().expect("utf-8 path");
+        let mut env = env.to_vec();
+        if !env.iter().any(|(k, _)| *k == "CONFLUX_STATE_DIR") {
+            env.insert(0, ("CONFLUX_STATE_DIR", state));
+        }
+        conflux(&all, &env)
+    }
+
+    /// The state directory runs of this confdir use (`<root>/state`), so that tests
+    /// never share one nor write to /var/lib/conflux.
+    pub fn state_dir(&self) -> PathBuf {
+        self.path("state")
     }
 }
 
@@ -99,14 +111,17 @@ impl Run {
     }
 }
 
-/// Runs the real binary with a clean `CONFLUX_*` environment and no backtraces.
+/// Runs the real binary with a clean `CONFLUX_*` environment and no backtraces; its
+/// state directory is a fresh temporary one unless `env` names one.
 pub fn conflux(args: &[String], env: &[(&str, &str)]) -> Run {
+    let state = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
     for (k, _) in std::env::vars() {
         if k.starts_with("CONFLUX_") {
             cmd.env_remove(k);
         }
     }
+    cmd.env("CONFLUX_STATE_DIR", state.path().join("state"));
     cmd.args(args)
         .env("RUST_BACKTRACE", "0")
         .envs(env.iter().copied());
@@ -191,6 +206,7 @@ impl Daemon {
             }
         }
         let child = cmd
+            .env("CONFLUX_STATE_DIR", dir.state_dir())
             .arg("--confdir")
             .arg(dir.root())
             .args(args)

@@ -110,7 +110,8 @@ fn app_confdir(check: &str, reload: &str) -> Confdir {
     dir
 }
 
-fn run_app(dir: &Confdir, extra: &[&str]) -> crate::harness::Run {
+/// `--onetime` with the file backend on `<dir>/data.yaml`.
+pub(crate) fn run_app(dir: &Confdir, extra: &[&str]) -> crate::harness::Run {
     let data = dir.path("data.yaml");
     let mut args = vec![
         "--onetime",

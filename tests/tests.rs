@@ -5,10 +5,14 @@
 //! - `support`: harnesses for real components (an etcd started per test).
 //! - `nginx`: a real nginx and small upstream HTTP servers, for the gateway.
 //! - `onetime`: `--onetime` runs on temporary confdirs.
+//! - `state`: the state directory, and one-shot runs through the scheduler.
 //! - `etcd_backend`: the etcd backend against a real etcd, through the library API.
 //! - `daemon`: the real binary as a daemon (`--watch`, interval) and `--onetime`
 //!   against a real etcd: restarts, compaction, a cluster, auth, TLS, signals.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
+
+// Test code: a failed unwrap is a failed test (the lint is for the product).
+#![allow(clippy::unwrap_used)]
 
 mod daemon;
 mod etcd_backend;
@@ -16,4 +20,5 @@ mod gateway;
 mod harness;
 mod nginx;
 mod onetime;
+mod state;
 mod support;

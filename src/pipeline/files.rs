@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
 
-use super::StageError;
-use super::state::Wanted;
+use super::compare::Wanted;
+use crate::outcome::StageError;
 
 /// How many symlinks `resolve_links` follows before giving up, as Linux does.
 const MAX_LINKS: usize = 40;

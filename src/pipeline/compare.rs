@@ -1,13 +1,15 @@
-//! dest as it is and as it should be: content, mode and owner, the differences
-//! between them, and the diff noop prints. Reading only; writing is [`super::files`]'s.
+//! The compare step: dest as it is and as it should be (content, mode and owner), the
+//! differences between them, and the diff noop prints. Reading only; writing is
+//! [`super::files`]'s.
 
-use std::fmt;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use similar::TextDiff;
+
+use crate::outcome::FileChange;
 
 /// dest as it is now (through a symlink).
 #[derive(Debug)]
@@ -30,51 +32,17 @@ pub(super) struct Wanted {
     pub(super) owner_required: bool,
 }
 
-/// How dest differs from what it should be.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub(super) struct Changes {
-    pub(super) created: bool,
-    pub(super) content: bool,
-    pub(super) mode: Option<(u32, u32)>,
-    pub(super) owner: Option<((u32, u32), (u32, u32))>,
-}
-
-impl Changes {
-    pub(super) fn any(&self) -> bool {
-        self.created || self.content || self.mode.is_some() || self.owner.is_some()
-    }
-}
-
-impl fmt::Display for Changes {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut parts = Vec::new();
-        if self.created {
-            parts.push("new file".to_string());
-        }
-        if self.content {
-            parts.push("content".to_string());
-        }
-        if let Some((from, to)) = self.mode {
-            parts.push(format!("mode {from:04o} -> {to:04o}"));
-        }
-        if let Some(((fu, fg), (tu, tg))) = self.owner {
-            parts.push(format!("owner {fu}:{fg} -> {tu}:{tg}"));
-        }
-        f.write_str(&parts.join(", "))
-    }
-}
-
 pub(super) struct Comparison {
     pub(super) current: Option<Current>,
     pub(super) wanted: Wanted,
-    pub(super) changes: Changes,
+    pub(super) changes: FileChange,
 }
 
 impl Comparison {
     /// A unified diff of the content, headed `a/<dest>` and `b/<dest>` (`/dev/null` for
     /// a new file), followed by a note for a mode or owner change.
-    pub(super) fn diff(&self, dest: &Path, content: &str) -> String {
-        let name = dest.to_string_lossy();
+    pub(super) fn diff(&self, content: &str) -> String {
+        let name = self.changes.path.to_string_lossy();
         let name = name.trim_start_matches('/');
         let old = self
             .current
@@ -105,9 +73,54 @@ impl Comparison {
     }
 }
 
+/// The mode of a new dest when the resource sets none.
+const DEFAULT_MODE: u32 = 0o644;
+
+/// Reads dest (following a symlink) and works out the mode and owner it should have:
+/// the resource's, else dest's own, else 0644 and ours for a new file.
+pub(super) fn compare(
+    dest: &Path,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    content: &[u8],
+) -> io::Result<Comparison> {
+    let current = read_current(dest)?;
+    let wanted = Wanted {
+        mode: mode
+            .or(current.as_ref().map(|c| c.mode))
+            .unwrap_or(DEFAULT_MODE),
+        uid: uid.or(current.as_ref().map(|c| c.uid)),
+        gid: gid.or(current.as_ref().map(|c| c.gid)),
+        owner_required: uid.is_some() || gid.is_some(),
+    };
+    let changes = match &current {
+        None => FileChange {
+            path: dest.to_path_buf(),
+            created: true,
+            ..FileChange::default()
+        },
+        Some(cur) => {
+            let owner = (wanted.uid.unwrap_or(cur.uid), wanted.gid.unwrap_or(cur.gid));
+            FileChange {
+                path: dest.to_path_buf(),
+                created: false,
+                content: cur.content != content,
+                mode: (cur.mode != wanted.mode).then_some((cur.mode, wanted.mode)),
+                owner: ((cur.uid, cur.gid) != owner).then_some(((cur.uid, cur.gid), owner)),
+            }
+        }
+    };
+    Ok(Comparison {
+        current,
+        wanted,
+        changes,
+    })
+}
+
 /// dest's content, permission bits and owner; `None` when it does not exist (a
 /// dangling symlink included).
-pub(super) fn read_current(dest: &Path) -> io::Result<Option<Current>> {
+fn read_current(dest: &Path) -> io::Result<Option<Current>> {
     let meta = match fs::metadata(dest) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
