@@ -418,6 +418,7 @@ impl Daemon {
             .args(["--watch", "--backend", "etcdv3", "--log-level", "info"])
             .args(["--node", &server.endpoint()])
             .args(["--confdir", dir.root().to_str().expect("utf-8")])
+            .env("CONFLUX_STATE_DIR", dir.root().join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)

@@ -83,7 +83,9 @@ fn sample(mut before: impl FnMut(), args: &[&str]) -> Vec<Duration> {
     for _ in 0..SAMPLES {
         before();
         let start = Instant::now();
+        let state = tempfile::tempdir().expect("state dir");
         let out = Command::new(env!("CARGO_BIN_EXE_conflux"))
+            .env("CONFLUX_STATE_DIR", state.path())
             .args(args)
             .output()
             .expect("run conflux");
