@@ -227,7 +227,11 @@ fn lookup_srv(kw: Kwargs, _: &State) -> TeraResult<Vec<Value>> {
     let service: &str = kw.get("service")?.unwrap_or_default();
     let proto: &str = kw.get("proto")?.unwrap_or_default();
     let name: &str = kw.must_get("name")?;
-    let records = dns::lookup_srv(service, proto, name, SRV_TIMEOUT).unwrap_or_default();
+    // confd renders an empty list when the lookup fails; the cause is for debugging.
+    let records = dns::lookup_srv(service, proto, name, SRV_TIMEOUT).unwrap_or_else(|err| {
+        tracing::debug!(service, proto, name, cause = %err, "lookupSRV failed");
+        Vec::new()
+    });
     Ok(records.iter().map(srv_value).collect())
 }
 
