@@ -21,7 +21,7 @@
 //! | `warn` | `message` | nothing | logs `message` as a warning (not in confd: for templates that skip bad values) |
 //!
 //! The store functions read the [`Store`] of the render in progress on this thread,
-//! set by [`with_store`]; they are in `keys`. The functions that look outside the store
+//! set by `with_store`; they are in `keys`. The functions that look outside the store
 //! (environment, files, DNS, the clock, the log) are in `system`, and `seq` and the
 //! integer arithmetic in `numbers`. Filters (`json`, `base`, `toUpper`, ...) are in
 //! [`super::filters`].

@@ -4,8 +4,8 @@
 //! (see [`functions`] and [`filters`]).
 //!
 //! A template with an error does not take the others down: it is remembered with its
-//! error, and rendering it reports that error. Reading the directory is [`load`]'s
-//! job (through [`crate::fswalk`]), the error types are in [`error`]; which store a
+//! error, and rendering it reports that error. Reading the directory is `load`'s
+//! job (through [`crate::fswalk`]), the error types are in `error`; which store a
 //! render reads is decided by the caller, and reading keys is [`Store`]'s job.
 
 mod dns;
