@@ -66,7 +66,7 @@ impl Confdir {
             error!(file = %e.file.display(), cause = %e, "resource skipped");
         }
         for (name, cause) in self.templates.errors() {
-            error!(template = name, cause, "template did not load");
+            error!(template = name, cause = %cause, "template did not load");
         }
         if self.resources.is_empty() && self.errors.is_empty() {
             warn!(dir = %conf_d.display(), "no resources found");

@@ -13,7 +13,7 @@
 //!
 //! - [`cli`]: flags, with confd's single-dash spelling accepted.
 //! - [`config`]: `conflux.toml` + `CONFLUX_*` environment + flags → one validated [`config::Config`].
-//! - [`fswalk`]: directory walks that follow symlinks once.
+//! - [`fswalk`]: the one directory walker (conf.d, data directories, templates): symlinks followed, loops skipped.
 //! - [`resource`]: `conf.d/**/*.toml` → validated [`resource::Resource`]s.
 //! - [`keys`]: key paths, selectors and the ranges a set of resources needs.
 //! - [`mirror`]: the key space at one revision, and the per-resource [`store::Store`] views of it.

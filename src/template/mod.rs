@@ -4,41 +4,29 @@
 //! (see [`functions`] and [`filters`]).
 //!
 //! A template with an error does not take the others down: it is remembered with its
-//! error, and rendering it reports that error. Which store a render reads is decided
-//! by the caller; reading keys is [`Store`]'s job.
+//! error, and rendering it reports that error. Reading the directory is `load`'s
+//! job (through [`crate::fswalk`]), the error types are in `error`; which store a
+//! render reads is decided by the caller, and reading keys is [`Store`]'s job.
 
 mod dns;
+mod error;
 pub mod filters;
 pub mod functions;
+mod load;
 
-use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use tera::{Context, Tera};
 
+pub use self::error::{BrokenTemplate, LoadError, RenderError};
 use crate::store::Store;
 
 /// Every template of a confdir, parsed once.
 pub struct Templates {
     tera: Tera,
     /// Templates that failed to load, with the error to report when rendered.
-    broken: BTreeMap<String, String>,
+    broken: load::Broken,
     dir: PathBuf,
-}
-
-/// A template set that could not be loaded at all (missing or unreadable directory).
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct LoadError {
-    pub message: String,
-}
-
-/// A render that failed. Its Display names the template file, line and column, and
-/// for a missing key the key.
-#[derive(Debug, thiserror::Error)]
-#[error("{message}")]
-pub struct RenderError {
-    pub message: String,
 }
 
 impl Templates {
@@ -46,14 +34,12 @@ impl Templates {
     /// a syntax error does not stop the others from loading: rendering it reports the
     /// error.
     pub fn load(dir: &Path) -> Result<Templates, LoadError> {
-        let mut files = Vec::new();
-        let mut broken = BTreeMap::new();
-        let mut ancestors = HashSet::new();
-        walk(dir, "", &mut ancestors, &mut files, &mut broken).map_err(|e| LoadError {
-            message: format!("cannot load templates from {}: {e}", dir.display()),
+        let (files, mut broken) = load::sources(dir).map_err(|source| LoadError {
+            dir: dir.to_path_buf(),
+            source,
         })?;
         let mut tera = engine();
-        broken.extend(add_all(&mut tera, files));
+        broken.extend(load::add_all(&mut tera, files));
         Ok(Templates {
             tera,
             broken,
@@ -68,27 +54,32 @@ impl Templates {
 
     /// The templates that failed to load, by name, with their errors: for a warning
     /// at start-up, before any resource renders them.
-    pub fn errors(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.broken.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    pub fn errors(&self) -> impl Iterator<Item = (&str, &BrokenTemplate)> {
+        self.broken.iter().map(|(k, v)| (k.as_str(), &**v))
     }
 
     /// Renders template `name` with `store` behind the store functions, and the
     /// variable `revision` set to the store's revision.
     pub fn render(&self, name: &str, store: &Store) -> Result<String, RenderError> {
         if let Some(err) = self.broken.get(name) {
-            return Err(RenderError {
-                message: format!("template {name} did not load: {err}"),
+            return Err(RenderError::NotLoaded {
+                name: name.to_string(),
+                source: err.clone(),
             });
         }
         if !self.tera.contains_template(name) {
-            return Err(RenderError {
-                message: format!("template {name} not found in {}", self.dir.display()),
+            return Err(RenderError::NotFound {
+                name: name.to_string(),
+                dir: self.dir.clone(),
             });
         }
         let mut context = Context::new();
         context.insert("revision", &store.revision());
-        functions::with_store(store, || self.tera.render(name, &context)).map_err(|e| RenderError {
-            message: format!("template {name}: {e}"),
+        functions::with_store(store, || self.tera.render(name, &context)).map_err(|source| {
+            RenderError::Failed {
+                name: name.to_string(),
+                source: Box::new(source),
+            }
         })
     }
 }
@@ -102,95 +93,6 @@ fn engine() -> Tera {
     functions::register(&mut tera);
     filters::register(&mut tera);
     tera
-}
-
-/// Adds `files` to `tera` and returns the ones that failed, with their errors.
-///
-/// All at once first: that is one validation pass, and the usual case. Tera rejects
-/// the whole batch if one template is bad, and a good template can depend on
-/// another (`extends`, `include`, components), so on failure they are added one at a
-/// time, in rounds, until a round adds nothing: a parent loads in an early round and
-/// its children in later ones, and what is left is broken.
-fn add_all(tera: &mut Tera, files: Vec<(String, String)>) -> BTreeMap<String, String> {
-    if tera
-        .add_raw_templates(files.iter().map(|(n, c)| (n, c)))
-        .is_ok()
-    {
-        return BTreeMap::new();
-    }
-    let mut pending = files;
-    let mut errors = BTreeMap::new();
-    loop {
-        let before = pending.len();
-        pending.retain(
-            |(name, content)| match tera.add_raw_template(name, content) {
-                Ok(()) => false,
-                Err(e) => {
-                    errors.insert(name.clone(), e.to_string());
-                    true
-                }
-            },
-        );
-        if pending.is_empty() || pending.len() == before {
-            break;
-        }
-    }
-    errors.retain(|name, _| pending.iter().any(|(n, _)| n == name));
-    errors
-}
-
-/// Collects every file below `dir` as (relative name with `/`, content), following
-/// symlinks. A directory that is its own ancestor (a symlink loop) is skipped; two
-/// links to one directory both load, under both names. A file that cannot be read or
-/// is not UTF-8 goes to `broken`, so only that template fails.
-fn walk(
-    dir: &Path,
-    prefix: &str,
-    ancestors: &mut HashSet<PathBuf>,
-    files: &mut Vec<(String, String)>,
-    broken: &mut BTreeMap<String, String>,
-) -> std::io::Result<()> {
-    let canonical = dir.canonicalize()?;
-    if !ancestors.insert(canonical.clone()) {
-        return Ok(());
-    }
-    let result = walk_entries(dir, prefix, ancestors, files, broken);
-    ancestors.remove(&canonical);
-    result
-}
-
-fn walk_entries(
-    dir: &Path,
-    prefix: &str,
-    ancestors: &mut HashSet<PathBuf>,
-    files: &mut Vec<(String, String)>,
-    broken: &mut BTreeMap<String, String>,
-) -> std::io::Result<()> {
-    let mut entries = std::fs::read_dir(dir)?.collect::<std::io::Result<Vec<_>>>()?;
-    entries.sort_by_key(|e| e.file_name());
-    for entry in entries {
-        let Some(file_name) = entry.file_name().to_str().map(String::from) else {
-            continue;
-        };
-        let name = format!("{prefix}{file_name}");
-        let path = entry.path();
-        // `metadata` follows symlinks; a dangling one is a broken template.
-        match std::fs::metadata(&path) {
-            Ok(meta) if meta.is_dir() => {
-                walk(&path, &format!("{name}/"), ancestors, files, broken)?
-            }
-            Ok(_) => match std::fs::read_to_string(&path) {
-                Ok(content) => files.push((name, content)),
-                Err(e) => {
-                    broken.insert(name, format!("cannot read {}: {e}", path.display()));
-                }
-            },
-            Err(e) => {
-                broken.insert(name, format!("cannot read {}: {e}", path.display()));
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -372,6 +274,45 @@ mod tests {
         assert_eq!(t.render("alias.tmpl", &s).unwrap(), "real");
         assert!(!t.contains("loop/real.tmpl"));
         assert!(t.render("dangling.tmpl", &s).is_err());
+    }
+
+    #[test]
+    fn errors_keep_their_kind_and_source() {
+        use std::error::Error as _;
+        let dir = dir_with(&[
+            ("bad.tmpl", "{{ oops( }}"),
+            ("db.tmpl", r#"{{ getv(key="/x") }}"#),
+        ]);
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("dangling.tmpl"))
+            .unwrap();
+        let t = Templates::load(dir.path()).unwrap();
+        let s = store(1, &[]);
+        let bad = t.render("bad.tmpl", &s).unwrap_err();
+        assert!(
+            matches!(&bad, RenderError::NotLoaded { name, source }
+                if name == "bad.tmpl" && matches!(**source, BrokenTemplate::Invalid(_))),
+            "{bad:?}"
+        );
+        assert!(bad.source().is_some_and(|s| s.source().is_some()));
+        let dangling = t.render("dangling.tmpl", &s).unwrap_err();
+        assert!(
+            matches!(&dangling, RenderError::NotLoaded { source, .. }
+                if matches!(&**source, BrokenTemplate::Unreadable { source, .. }
+                    if source.kind() == std::io::ErrorKind::NotFound)),
+            "{dangling:?}"
+        );
+        let failed = t.render("db.tmpl", &s).unwrap_err();
+        assert!(
+            matches!(&failed, RenderError::Failed { name, source }
+                if name == "db.tmpl" && matches!(source.kind(), tera::ErrorKind::RenderingError(_))),
+            "{failed:?}"
+        );
+        assert!(matches!(
+            t.render("nope.tmpl", &s),
+            Err(RenderError::NotFound { .. })
+        ));
+        let missing = Templates::load(&dir.path().join("nope")).err().unwrap();
+        assert_eq!(missing.source.kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]
