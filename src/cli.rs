@@ -133,7 +133,7 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "CONFLUX_CLIENT_CAKEYS")]
     pub client_ca_keys: Option<PathBuf>,
 
-    /// Default coalescing window for resources without their own `wait`: "<min>[:<max>]"
+    /// Default coalescing window for resources without their own `wait`: `"<min>[:<max>]"`
     #[arg(long, value_name = "MIN[:MAX]", env = "CONFLUX_WAIT")]
     pub wait: Option<String>,
 

@@ -1,5 +1,5 @@
 //! conflux turns key-value data (etcd v3, files, environment variables) into local
-//! config files: it renders Tera templates, checks the result with the service's own
+//! config files: it renders templates, checks the result with the service's own
 //! validator, swaps it in atomically and reloads the service. It is a drop-in for confd.
 //!
 //! # Layout
@@ -7,24 +7,22 @@
 //! ```text
 //! backend (etcd | file | env) ──changes──► mirror (keys at one revision)
 //!                                            │ snapshot
-//! interval tick / SIGHUP / change ──► scheduler ──(resource, store)──► pipeline ──► outcome
-//!                                                  render → compare → stage → check → swap → reload
+//! change / interval tick / SIGHUP ──► scheduler ──(resource, snapshot)──► pipeline
+//!                                                   render → compare → stage → check → swap → reload
+//!                                                        │
+//!                                                        ▼
+//!                                                     outcome ──► log · report · exit code
 //! ```
 //!
-//! - [`cli`]: flags, with confd's single-dash spelling accepted.
-//! - [`config`]: `conflux.toml` + `CONFLUX_*` environment + flags → one validated [`config::Config`].
-//! - [`fswalk`]: the one directory walker (conf.d, data directories, templates): symlinks followed, loops skipped.
-//! - [`resource`]: `conf.d/**/*.toml` → validated [`resource::Resource`]s.
-//! - [`keys`]: key paths, selectors and the ranges a set of resources needs.
-//! - [`mirror`]: the key space at one revision, and the per-resource [`store::Store`] views of it.
-//! - [`store`]: the prefix-relative keys one template sees, with confd's lookups.
-//! - [`backend`]: the [`backend::Backend`] trait and its `etcd`, `file` and `env` implementations.
-//! - [`template`]: Tera set-up with autoescape off and the confd function set.
-//! - [`command`]: check and reload commands: shell line, timeout, process group.
-//! - [`pipeline`]: one resource, one pass.
-//! - [`scheduler`]: when each resource is applied: coalescing, retries, one apply at a time.
-//! - [`daemon`]: the watch and interval loops, SIGHUP reloads and shutdown.
-//! - [`run`]: one-shot runs and the mapping of results to exit codes.
+//! `ARCHITECTURE.md` at the top of the repository has the code map (what each module
+//! owns and leaves to others) and the invariants.
+//!
+//! - Leaves: [`kv`] (snapshots, events, key paths, Go globs), [`values`] (durations,
+//!   waits, modes), [`retry`] (the backoff policy), [`fswalk`] (the directory walker).
+//! - Input: [`cli`], [`config`], [`resource`], [`confdir`], [`template`], [`store`].
+//! - Data: [`backend`] (etcd, file, env) and [`mirror`].
+//! - Work: [`scheduler`], [`pipeline`], [`command`], [`state`], [`outcome`].
+//! - The loop: [`daemon`] (every mode, one-shot included) and [`run`] (wiring).
 
 pub mod backend;
 pub mod cli;

@@ -8,7 +8,7 @@
 //! Signals stay in `main`: it sends `()` on `reload_requests` for SIGHUP and cancels
 //! the token for SIGTERM/SIGINT. Reading a backend is [`crate::backend`]'s job,
 //! applying one resource the [`crate::scheduler::Applier`]'s. The watch's life cycle is
-//! in [`watch`], the SIGHUP swap in [`reconfigure`].
+//! in `watch`, the SIGHUP swap in `reconfigure`.
 
 mod reconfigure;
 mod watch;

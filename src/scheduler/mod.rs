@@ -6,7 +6,7 @@
 //! A change to a quiet resource is applied at once. Changes that arrive while it is
 //! being applied, or within its [`Wait`] window after an apply started, collapse into
 //! one more apply that reads the newest snapshot; the last change is always applied
-//! (the timing rules are [`slot`]'s). A failed pass is retried until it succeeds or
+//! (the timing rules are `slot`'s). A failed pass is retried until it succeeds or
 //! newer data supersedes it; a reload that failed after the swap is retried on its own.
 //!
 //! What a pass does is the [`Applier`]'s business (the pipeline, or a fake in tests);
