@@ -2,7 +2,8 @@
 //! placeholders, run with `/bin/sh -c` in its own process group, with a timeout after
 //! which the whole group is killed, and its output captured for the log.
 //!
-//! When to run a command is the pipeline's decision, not this module's. Running is
+//! When to run a command is the pipeline's decision (or, for a health check,
+//! [`crate::register`]'s), not this module's. Running is
 //! synchronous (std threads only): the daemon calls it from `spawn_blocking`.
 
 use std::io::{self, Read};
@@ -102,15 +103,25 @@ impl Command {
     /// Leftovers of a shell that exits on its own are not touched: a reload that
     /// starts a daemon must be able to.
     pub fn run(&self, src: &Path, dest: &Path) -> Result<CommandOutput, CommandError> {
+        self.run_line(&self.expand(src, dest))
+    }
+
+    /// Runs the line as written, the same way, for a command that has no files to
+    /// name (a health check): a `{{` in it reaches the shell untouched, where
+    /// substituting empty paths would hide the mistake.
+    pub fn run_as_written(&self) -> Result<CommandOutput, CommandError> {
+        self.run_line(&self.line)
+    }
+
+    fn run_line(&self, line: &str) -> Result<CommandOutput, CommandError> {
         let spawn = |source| CommandError::Spawn { source };
-        let line = self.expand(src, dest);
         // One pipe for both streams keeps their interleaving, as `2>&1` would.
         let (reader, writer) = io::pipe().map_err(spawn)?;
         let stderr = writer.try_clone().map_err(spawn)?;
         let mut shell = std::process::Command::new("/bin/sh");
         shell
             .arg("-c")
-            .arg(&line)
+            .arg(line)
             .stdin(Stdio::null())
             .stdout(writer)
             .stderr(stderr)

@@ -129,7 +129,9 @@ pub async fn connect_backend(config: &Config) -> Result<Arc<dyn Backend>, Backen
     })
 }
 
-fn etcd_options(e: &crate::config::EtcdConfig) -> crate::backend::etcd::EtcdOptions {
+/// The etcd client settings of a validated etcd configuration (also `conflux
+/// register`'s, so that both reach etcd the same way).
+pub fn etcd_options(e: &crate::config::EtcdConfig) -> crate::backend::etcd::EtcdOptions {
     crate::backend::etcd::EtcdOptions {
         endpoints: e.nodes.clone(),
         username: e.username.clone(),

@@ -38,7 +38,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use self::error::{classify, fatal, is_invalid_token, transient};
+pub use self::error::{classify, is_not_found};
+use self::error::{fatal, is_invalid_token, transient};
 use super::{Backend, BackendError, BoxFuture};
 use crate::kv::Change;
 use crate::kv::Snapshot;
@@ -232,7 +233,16 @@ impl EtcdBackend {
     /// Runs one request with the request timeout. An expired token is refreshed once;
     /// with several endpoints a failed request is tried again a few times, because the
     /// client picks an endpoint per request and a dead member fails its share of them.
-    async fn call<T, F, Fut>(&self, what: &'static str, mut request: F) -> Result<T, BackendError>
+    ///
+    /// Public for the other etcd users of the crate (`conflux register`'s leases), so
+    /// that every request to etcd gets the same timeout, token refresh and fail-over.
+    /// `request` may turn an error it expects into a value (a revoked lease that is
+    /// already gone) before this classifies it.
+    pub async fn call<T, F, Fut>(
+        &self,
+        what: &'static str,
+        mut request: F,
+    ) -> Result<T, BackendError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,

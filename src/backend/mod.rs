@@ -16,8 +16,10 @@ use std::pin::Pin;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::kv::{Change, Snapshot};
+use crate::retry::{self, Backoff};
 
 /// A boxed future, so that [`Backend`] stays usable as `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -68,4 +70,37 @@ pub trait Backend: Send + Sync {
         changes: mpsc::Sender<Change>,
         shutdown: CancellationToken,
     ) -> BoxFuture<'a, Result<(), BackendError>>;
+}
+
+/// Runs `attempt` until it succeeds, waiting by the [`retry::BACKEND`] policy after each
+/// transient failure (logged with `what`); a fatal error comes back at once, and
+/// `None` when `shutdown` came first.
+pub async fn retry_transient<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> Result<Option<T>, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, BackendError>>,
+{
+    let mut backoff = Backoff::new(retry::BACKEND);
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            result = attempt() => result,
+        };
+        match result {
+            Ok(value) => return Ok(Some(value)),
+            Err(err) if err.is_transient() => {
+                let delay = backoff.next_delay();
+                warn!(cause = %err, retry_in_ms = delay.as_millis() as u64, "{what} failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(err) => return Err(err),
+        }
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use tokio::time::{Instant, sleep};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -13,7 +13,6 @@ use super::{Daemon, DaemonError, TaskEnd};
 use crate::backend::{Backend, BackendError};
 use crate::config::Mode;
 use crate::kv::{Change, Snapshot};
-use crate::retry::{self, Backoff};
 
 impl Daemon {
     pub(super) fn start_watch(&mut self) {
@@ -103,23 +102,5 @@ pub(super) async fn snapshot_with_retry(
     selectors: &[String],
     shutdown: &CancellationToken,
 ) -> Result<Option<Snapshot>, BackendError> {
-    let mut backoff = Backoff::new(retry::BACKEND);
-    loop {
-        let read = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(None),
-            read = backend.snapshot(selectors) => read,
-        };
-        match read {
-            Ok(snapshot) => return Ok(Some(snapshot)),
-            Err(err) if err.is_transient() => {
-                let delay = backoff.next_delay();
-                warn!(cause = %err, retry_in_ms = delay.as_millis() as u64, "snapshot failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(None),
-                    _ = sleep(delay) => {}
-                }
-            }
-            Err(err) => return Err(err),
-        }
-    }
+    crate::backend::retry_transient("snapshot", shutdown, || backend.snapshot(selectors)).await
 }

@@ -8,6 +8,7 @@ use crate::backend::BackendError;
 /// dependency, and these values are fixed by the gRPC spec).
 mod code {
     pub const INVALID_ARGUMENT: i32 = 3;
+    pub const NOT_FOUND: i32 = 5;
     pub const PERMISSION_DENIED: i32 = 7;
     pub const UNIMPLEMENTED: i32 = 12;
     pub const UNAUTHENTICATED: i32 = 16;
@@ -18,10 +19,21 @@ pub(super) fn is_invalid_token(error: &etcd_client::Error) -> bool {
         if i32::from(s.code()) == code::UNAUTHENTICATED && s.message().contains("invalid auth token"))
 }
 
+/// etcd's "requested lease not found" (a revoke, keep-alive or put naming a lease that
+/// expired or was revoked), or any other gRPC NotFound.
+pub fn is_not_found(error: &etcd_client::Error) -> bool {
+    match error {
+        etcd_client::Error::GRpcStatus(s) => i32::from(s.code()) == code::NOT_FOUND,
+        // etcd-client's own keep-alive opening reports a lease with no TTL left this way.
+        etcd_client::Error::LeaseKeepAliveError(message) => message.contains("not found"),
+        _ => false,
+    }
+}
+
 /// Transient (worth retrying: unavailable, timeouts, broken transport, a compacted
 /// pinned revision, an expired token) or Fatal (retrying will not help: bad
 /// credentials, missing permissions, bad TLS material, malformed settings).
-pub(super) fn classify(error: &etcd_client::Error, what: &str) -> BackendError {
+pub fn classify(error: &etcd_client::Error, what: &str) -> BackendError {
     use etcd_client::Error as E;
     let text = error_chain(error);
     let message = format!("{what}: {text}");
