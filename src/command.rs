@@ -267,6 +267,12 @@ mod tests {
     }
 
     #[test]
+    fn run_as_written_substitutes_nothing() {
+        let cmd = Command::new("echo '{{.src}}'", DEFAULT_TIMEOUT);
+        assert_eq!(cmd.run_as_written().unwrap().output, "{{.src}}");
+    }
+
+    #[test]
     fn non_zero_exit_carries_status_and_output() {
         let err = run("echo bad config; echo line 3 >&2; exit 3", DEFAULT_TIMEOUT).unwrap_err();
         let CommandError::Failed { status, output } = &err else {
