@@ -2,13 +2,27 @@
 //! with a single dash (`-onetime`, `-node=http://…`), as Go's `flag` package accepts,
 //! so existing confd command lines and systemd units keep working.
 //!
+//! Without a subcommand, conflux is the confd-compatible daemon (or one-shot run).
+//! A subcommand (`conflux register`) is another tool sharing the connection flags
+//! (`--node`, credentials, TLS, `--config-file`, `--log-level`, `--state-dir`), which
+//! are `global`: they may come before or after its name. A flag of the daemon alone
+//! (`--watch`) next to a subcommand is a usage error rather than silently ignored.
+//! A new subcommand is one more variant of [`Subcommand`] with its own `Args` struct;
+//! the single-dash rewrite (`normalize`) learns its flags from clap by itself.
+//!
 //! Flags are only parsed here; [`crate::config`] merges them with the config file and
 //! the environment and validates the result.
+
+mod normalize;
+mod register;
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
+
+pub use normalize::normalize_args;
+pub use register::RegisterArgs;
 
 const AFTER_HELP: &str = "\
 Examples:
@@ -31,7 +45,11 @@ Exit codes (--onetime):
   2  usage or configuration error: bad flag, bad config file, missing confdir or
      templates, credentials or TLS settings the backend refuses
 
-Precedence: defaults < config file < CONFLUX_* environment < command line.";
+Precedence: defaults < config file < CONFLUX_* environment < command line.
+
+Register this instance in etcd while it is healthy (see `conflux register --help`):
+  conflux register --key /gateway/services/api/i1 --value '{\"addr\": \"127.0.0.1:9001\"}' \\
+      --check-cmd 'curl -fsS -m 1 http://127.0.0.1:9001/health'";
 
 /// Flags as given; `None` means "not given here", so that the config file and the
 /// environment can fill it in (see [`crate::config`]).
@@ -44,11 +62,11 @@ Precedence: defaults < config file < CONFLUX_* environment < command line.";
 )]
 pub struct Cli {
     /// Root directory holding conf.d/ and templates/ [default: /etc/conflux]
-    #[arg(long, value_name = "DIR", env = "CONFLUX_CONFDIR")]
+    #[arg(long, value_name = "DIR", env = "CONFLUX_CONFDIR", global = true)]
     pub confdir: Option<PathBuf>,
 
     /// Config file [default: <confdir>/conflux.toml; absent is fine unless named]
-    #[arg(long, value_name = "FILE", env = "CONFLUX_CONFIG_FILE")]
+    #[arg(long, value_name = "FILE", env = "CONFLUX_CONFIG_FILE", global = true)]
     pub config_file: Option<PathBuf>,
 
     /// Backend: etcdv3 (or its alias etcd), file, env [default: etcdv3]
@@ -60,7 +78,8 @@ pub struct Cli {
         long = "node",
         value_name = "URL",
         value_delimiter = ',',
-        env = "CONFLUX_NODES"
+        env = "CONFLUX_NODES",
+        global = true
     )]
     pub nodes: Vec<String>,
 
@@ -93,7 +112,7 @@ pub struct Cli {
     pub keep_stage_file: bool,
 
     /// Log level: error, warn, info, debug, trace (confd's panic and fatal mean error) [default: info]
-    #[arg(long, value_name = "LEVEL", env = "CONFLUX_LOG_LEVEL")]
+    #[arg(long, value_name = "LEVEL", env = "CONFLUX_LOG_LEVEL", global = true)]
     pub log_level: Option<String>,
 
     /// Data file or directory for the file backend; repeatable
@@ -110,27 +129,32 @@ pub struct Cli {
     pub filter: Option<String>,
 
     /// Username for the backend
-    #[arg(long, value_name = "USER", env = "CONFLUX_USERNAME")]
+    #[arg(long, value_name = "USER", env = "CONFLUX_USERNAME", global = true)]
     pub username: Option<String>,
 
     /// Password for the backend
-    #[arg(long, value_name = "PASSWORD", env = "CONFLUX_PASSWORD")]
+    #[arg(long, value_name = "PASSWORD", env = "CONFLUX_PASSWORD", global = true)]
     pub password: Option<String>,
 
     /// Accepted for confd compatibility: credentials are used whenever given
-    #[arg(long, env = "CONFLUX_BASIC_AUTH")]
+    #[arg(long, env = "CONFLUX_BASIC_AUTH", global = true)]
     pub basic_auth: bool,
 
     /// Client certificate (PEM) for TLS to the backend
-    #[arg(long, value_name = "FILE", env = "CONFLUX_CLIENT_CERT")]
+    #[arg(long, value_name = "FILE", env = "CONFLUX_CLIENT_CERT", global = true)]
     pub client_cert: Option<PathBuf>,
 
     /// Client key (PEM) for TLS to the backend
-    #[arg(long, value_name = "FILE", env = "CONFLUX_CLIENT_KEY")]
+    #[arg(long, value_name = "FILE", env = "CONFLUX_CLIENT_KEY", global = true)]
     pub client_key: Option<PathBuf>,
 
     /// CA certificate(s) (PEM) to verify the backend with
-    #[arg(long, value_name = "FILE", env = "CONFLUX_CLIENT_CAKEYS")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "CONFLUX_CLIENT_CAKEYS",
+        global = true
+    )]
     pub client_ca_keys: Option<PathBuf>,
 
     /// Default coalescing window for resources without their own `wait`: `"<min>[:<max>]"`
@@ -139,78 +163,20 @@ pub struct Cli {
 
     /// Where conflux keeps its own state (owed reloads, what it last wrote); created
     /// with mode 0700 [default: /var/lib/conflux]
-    #[arg(long, value_name = "DIR", env = "CONFLUX_STATE_DIR")]
+    #[arg(long, value_name = "DIR", env = "CONFLUX_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+
+    /// Another tool instead of the daemon; none runs the daemon (or `--onetime`).
+    #[command(subcommand)]
+    pub command: Option<Subcommand>,
 }
 
-/// Every long flag name, and whether it takes a value, for the single-dash rewrite.
-fn long_flags() -> Vec<(String, bool)> {
-    use clap::CommandFactory;
-    let mut flags: Vec<(String, bool)> = Cli::command()
-        .get_arguments()
-        .filter_map(|a| {
-            a.get_long()
-                .map(|l| (l.to_string(), a.get_action().takes_values()))
-        })
-        .collect();
-    flags.extend([("help".to_string(), false), ("version".to_string(), false)]);
-    flags
-}
-
-/// Rewrites confd's single-dash long flags (`-onetime`, `-node=x`) to their double-dash
-/// form. Only known flag names are rewritten, and never the value of a flag that takes
-/// one (`--prefix -onetime` keeps its prefix), so an unknown `-bogus` still fails as
-/// usage.
-pub fn normalize_args<I>(args: I) -> Vec<OsString>
-where
-    I: IntoIterator,
-    I::Item: Into<OsString>,
-{
-    let flags = long_flags();
-    let mut out = Vec::new();
-    let mut value_expected = false;
-    let mut rest_are_values = false;
-    for arg in args.into_iter().map(Into::into) {
-        let text = arg.to_str().unwrap_or("");
-        if rest_are_values || std::mem::take(&mut value_expected) {
-            out.push(arg);
-            continue;
-        }
-        if text == "--" {
-            rest_are_values = true;
-            out.push(arg);
-            continue;
-        }
-        let Some((name, inline_value)) = long_flag_name(text) else {
-            out.push(arg);
-            continue;
-        };
-        match flags.iter().find(|(n, _)| n == name) {
-            Some((_, takes_value)) => {
-                value_expected = *takes_value && !inline_value;
-                if text.starts_with("--") {
-                    out.push(arg);
-                } else {
-                    out.push(OsString::from(format!("-{text}")));
-                }
-            }
-            None => out.push(arg),
-        }
-    }
-    out
-}
-
-/// The flag name of `-name`, `--name`, `-name=v` or `--name=v`, and whether a value
-/// was given inline.
-fn long_flag_name(arg: &str) -> Option<(&str, bool)> {
-    let body = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-'))?;
-    if body.is_empty() || body.starts_with('-') {
-        return None;
-    }
-    Some(match body.split_once('=') {
-        Some((name, _)) => (name, true),
-        None => (body, false),
-    })
+/// The tools besides the daemon.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Subcommand {
+    /// Hold a key in etcd under a lease while this instance is healthy (the writing half
+    /// of service discovery); revoke it on SIGTERM
+    Register(RegisterArgs),
 }
 
 /// Parses the process's arguments (after the single-dash rewrite).
@@ -219,7 +185,35 @@ where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-    Cli::try_parse_from(normalize_args(args))
+    let mut command = Cli::command();
+    let matches = command.try_get_matches_from_mut(normalize_args(args))?;
+    refuse_daemon_flags(&mut command, &matches)?;
+    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+}
+
+/// A daemon flag given on the command line next to a subcommand (`conflux --watch
+/// register`) is refused: it would be ignored, and the operator meant something by it.
+/// The environment is not held against it (`CONFLUX_WATCH` set for the daemon's unit
+/// must not break a register started from the same environment).
+fn refuse_daemon_flags(
+    command: &mut clap::Command,
+    matches: &clap::ArgMatches,
+) -> Result<(), clap::Error> {
+    let Some(name) = matches.subcommand_name() else {
+        return Ok(());
+    };
+    let given = command.get_arguments().find(|arg| {
+        !arg.is_global_set()
+            && matches.value_source(arg.get_id().as_str())
+                == Some(clap::parser::ValueSource::CommandLine)
+    });
+    match given.and_then(|arg| arg.get_long()) {
+        Some(long) => {
+            let message = format!("--{long} is a flag of the daemon, not of `conflux {name}`");
+            Err(command.error(clap::error::ErrorKind::ArgumentConflict, message))
+        }
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]
@@ -252,17 +246,69 @@ mod tests {
     }
 
     #[test]
-    fn values_that_look_like_flags_are_left_alone() {
-        let args = normalize_args(["conflux", "--prefix", "-onetime", "-watch", "-", "-5"]);
-        assert_eq!(
-            args,
-            ["conflux", "--prefix", "-onetime", "--watch", "-", "-5"].map(OsString::from)
+    fn unknown_single_dash_flag_is_a_usage_error() {
+        let err = parse_from(["conflux", "-bogus"]).expect_err("rejected");
+        assert_eq!(err.exit_code(), 2);
+    }
+
+    fn register(cli: Cli) -> (Cli, RegisterArgs) {
+        let mut cli = cli;
+        match cli.command.take() {
+            Some(Subcommand::Register(args)) => (cli, args),
+            None => panic!("no subcommand"),
+        }
+    }
+
+    #[test]
+    fn connection_flags_work_before_and_after_the_subcommand() {
+        let (cli, args) = register(parse(&[
+            "--node",
+            "http://a:2379",
+            "register",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--key",
+            "/svc/a",
+            "--value",
+            "x",
+        ]));
+        assert_eq!(cli.nodes, vec!["http://a:2379"]);
+        assert_eq!(cli.username.as_deref(), Some("u"));
+        assert_eq!(args.key, "/svc/a");
+        assert_eq!(args.value.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn register_flags_take_a_single_dash_too() {
+        let (cli, args) = register(parse(&[
+            "-confdir", "/c", "register", "-key", "/k", "-value=v", "-ttl", "30s", "-node", "n:1",
+            "-replace",
+        ]));
+        assert_eq!(cli.confdir.as_deref(), Some(std::path::Path::new("/c")));
+        assert_eq!(cli.nodes, vec!["n:1"]);
+        assert_eq!(args.ttl, std::time::Duration::from_secs(30));
+        assert!(args.replace);
+    }
+
+    #[test]
+    fn a_daemon_flag_next_to_a_subcommand_is_a_usage_error() {
+        let err = parse_from([
+            "conflux", "--watch", "register", "--key", "/k", "--value", "v",
+        ])
+        .expect_err("rejected");
+        assert_eq!(err.exit_code(), 2);
+        assert!(
+            err.to_string().contains("--watch is a flag of the daemon"),
+            "{err}"
         );
     }
 
     #[test]
-    fn unknown_single_dash_flag_is_a_usage_error() {
-        let err = parse_from(["conflux", "-bogus"]).expect_err("rejected");
-        assert_eq!(err.exit_code(), 2);
+    fn without_a_subcommand_nothing_changes() {
+        let cli = parse(&["--watch", "--state-dir", "/s"]);
+        assert!(cli.command.is_none());
+        assert!(cli.watch);
     }
 }

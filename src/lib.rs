@@ -23,6 +23,8 @@
 //! - Data: [`backend`] (etcd, file, env) and [`mirror`].
 //! - Work: [`scheduler`], [`pipeline`], [`command`], [`state`], [`outcome`].
 //! - The loop: [`daemon`] (every mode, one-shot included) and [`run`] (wiring).
+//! - Beside the daemon: [`register`] (`conflux register`: a key held under a lease while
+//!   the instance is healthy).
 
 pub mod backend;
 pub mod cli;
@@ -35,6 +37,7 @@ pub mod kv;
 pub mod mirror;
 pub mod outcome;
 pub mod pipeline;
+pub mod register;
 pub mod resource;
 pub mod retry;
 pub mod run;

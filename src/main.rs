@@ -1,12 +1,15 @@
 //! The `conflux` binary: parse, validate, run, and map the result to an exit code.
 //! Signals are turned into a cancellation token (SIGTERM, SIGINT) and reload
-//! requests (SIGHUP) here and nowhere else.
+//! requests (SIGHUP) here and nowhere else. Without a subcommand it runs the daemon
+//! (or `--onetime`); `conflux register` runs [`conflux::register`].
 
+use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use conflux::cli::{Cli, RegisterArgs, Subcommand};
 use conflux::config::Config;
-use conflux::run;
+use conflux::{register, run};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -14,13 +17,20 @@ const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 fn main() -> ExitCode {
-    let cli = match conflux::cli::parse_from(std::env::args_os()) {
+    let mut cli = match conflux::cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
             return ExitCode::from(e.exit_code() as u8);
         }
     };
+    match cli.command.take() {
+        None => daemon(cli),
+        Some(Subcommand::Register(args)) => registration(&cli, &args),
+    }
+}
+
+fn daemon(cli: Cli) -> ExitCode {
     let config = match Config::load(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -29,25 +39,9 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("conflux: cannot start the runtime: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        let reloads = match signals(shutdown.clone()) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(cause = %e, "cannot install signal handlers");
-                return ExitCode::from(EXIT_FAILED);
-            }
-        };
+    let hup = "SIGHUP: reloading the configuration and conf.d";
+    let stop = "stopping: no new applies; waiting for the one under way";
+    with_signals(hup, stop, |reloads, shutdown| async move {
         let reconfigure: run::ConfigSource = Box::new(move || Config::load(&cli));
         match run::run(config, reconfigure, reloads, shutdown).await {
             Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
@@ -67,9 +61,65 @@ fn main() -> ExitCode {
     })
 }
 
-/// SIGTERM and SIGINT cancel `shutdown` (the daemon lets an apply under way finish);
-/// SIGHUP asks for the configuration and conf.d to be read again.
-fn signals(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
+/// `conflux register`: exits 0 when stopped by a signal (the lease revoked).
+fn registration(cli: &Cli, args: &RegisterArgs) -> ExitCode {
+    let setup = match register::load(cli, args) {
+        Ok(setup) => setup,
+        Err(e) => {
+            eprintln!("conflux register: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    init_logging(setup.log_level);
+    let hup = "SIGHUP ignored: conflux register has nothing to reload (restart it to change the registration)";
+    let stop = "stopping: revoking the lease";
+    with_signals(hup, stop, |_reloads, shutdown| async move {
+        match register::run(setup, shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(cause = %e, "conflux register stopped");
+                ExitCode::from(e.exit_code())
+            }
+        }
+    })
+}
+
+/// Builds the runtime, installs the signal handlers (logging `hup` and `stop` when
+/// those arrive) and runs `body` with the reload requests and the shutdown token.
+fn with_signals<F, Fut>(hup: &'static str, stop: &'static str, body: F) -> ExitCode
+where
+    F: FnOnce(mpsc::Receiver<()>, CancellationToken) -> Fut,
+    Fut: Future<Output = ExitCode>,
+{
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("conflux: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        match signals(shutdown.clone(), hup, stop) {
+            Ok(reloads) => body(reloads, shutdown).await,
+            Err(e) => {
+                tracing::error!(cause = %e, "cannot install signal handlers");
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    })
+}
+
+/// SIGTERM and SIGINT cancel `shutdown`; SIGHUP sends a reload request (a daemon reads
+/// the configuration and conf.d again; nobody listens in `conflux register`).
+fn signals(
+    shutdown: CancellationToken,
+    hup_message: &'static str,
+    stop_message: &'static str,
+) -> std::io::Result<mpsc::Receiver<()>> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -78,10 +128,10 @@ fn signals(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = term.recv() => stop(&shutdown, "SIGTERM"),
-                _ = int.recv() => stop(&shutdown, "SIGINT"),
+                _ = term.recv() => stop(&shutdown, "SIGTERM", stop_message),
+                _ = int.recv() => stop(&shutdown, "SIGINT", stop_message),
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the configuration and conf.d");
+                    tracing::info!("{hup_message}");
                     // A reload already queued covers this one too.
                     let _ = tx.try_send(());
                 }
@@ -91,17 +141,11 @@ fn signals(shutdown: CancellationToken) -> std::io::Result<mpsc::Receiver<()>> {
     Ok(rx)
 }
 
-fn stop(shutdown: &CancellationToken, signal: &str) {
+fn stop(shutdown: &CancellationToken, signal: &str, message: &str) {
     if shutdown.is_cancelled() {
-        tracing::warn!(
-            signal,
-            "already stopping: waiting for the apply under way to finish"
-        );
+        tracing::warn!(signal, "already stopping");
     } else {
-        tracing::info!(
-            signal,
-            "stopping: no new applies; waiting for the one under way"
-        );
+        tracing::info!(signal, "{message}");
         shutdown.cancel();
     }
 }

@@ -5,7 +5,8 @@
 //!
 //! Here: `--onetime` with the file and env backends, the data file written by each test
 //! in the gateway's data model (/gateway/listen, /gateway/services, /gateway/routes).
-//! In [`watch`]: `--watch` following a real etcd while nginx serves.
+//! In [`watch`]: `--watch` following a real etcd while nginx serves. In [`register`]:
+//! the same, with the instances' keys held by `conflux register` and its health checks.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::nginx::{Nginx, Upstream, free_addr, get, require_nginx, wait_for};
 
 mod live;
 mod load;
+mod register;
 mod watch;
 
 /// How long nginx may take to serve a reloaded config: a deadline to poll against,

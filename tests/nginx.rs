@@ -1,6 +1,7 @@
 //! The gateway's real components for tests: the system's nginx run as a non-daemon with
 //! its pid file, logs and temp paths in a temp dir; small upstream HTTP servers that
-//! answer every request with their own name; and a tiny HTTP client.
+//! answer every request with their own name (and a `/health` that can be made to
+//! fail); and a tiny HTTP client.
 //!
 //! All std, no HTTP crate: what is under test is nginx and the config conflux rendered
 //! for it, and a few dozen lines of HTTP/1.1 keep the harness free of a client whose
@@ -150,6 +151,8 @@ struct Shared {
     paths: Mutex<Vec<String>>,
     /// Open connections, so drop can shut them down (nginx keeps idle ones open).
     conns: Mutex<Vec<TcpStream>>,
+    /// `GET /health` answers 503 (see [`Upstream::set_healthy`]).
+    unhealthy: AtomicBool,
 }
 
 impl Upstream {
@@ -181,6 +184,13 @@ impl Upstream {
     /// The request paths seen so far, in order.
     pub fn paths(&self) -> Vec<String> {
         self.shared.paths.lock().expect("paths lock").clone()
+    }
+
+    /// Makes `GET /health` answer 503 (`false`) or 200 (`true`, the default) while
+    /// every other path still answers 200: a health endpoint for a `conflux register`
+    /// check that fails while the server itself still serves.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.shared.unhealthy.store(!healthy, Ordering::SeqCst);
     }
 }
 
@@ -237,8 +247,13 @@ fn serve_requests(reader: &mut impl BufRead, writer: &mut impl Write, name: &str
         } else {
             "close"
         };
+        let status = if req.path == "/health" && shared.unhealthy.load(Ordering::SeqCst) {
+            "503 Service Unavailable"
+        } else {
+            "200 OK"
+        };
         let response = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{name}",
             name.len()
         );
         if writer.write_all(response.as_bytes()).is_err() || !req.keep_alive {

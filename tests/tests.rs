@@ -9,7 +9,10 @@
 //! - `etcd_backend`: the etcd backend against a real etcd, through the library API.
 //! - `daemon`: the real binary as a daemon (`--watch`, interval) and `--onetime`
 //!   against a real etcd: restarts, compaction, a cluster, auth, TLS, signals.
-//! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
+//! - `register`: `conflux register` against a real etcd: leases, health checks,
+//!   signals, etcd restarts, keys deleted or held by others.
+//! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx;
+//!   with `conflux register` holding the instances' keys in `gateway::register`.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
@@ -20,5 +23,6 @@ mod gateway;
 mod harness;
 mod nginx;
 mod onetime;
+mod register;
 mod state;
 mod support;

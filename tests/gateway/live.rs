@@ -40,6 +40,11 @@ impl Etcd {
         Etcd { client, server, rt }
     }
 
+    /// The client URL, for another process to connect to.
+    pub(super) fn endpoint(&self) -> String {
+        self.server.endpoint()
+    }
+
     /// Puts `key`; returns the revision of the put.
     pub(super) fn put(&self, key: &str, value: &str) -> i64 {
         self.put_with(key, value, None)

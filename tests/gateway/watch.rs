@@ -18,7 +18,7 @@ const ROUTE_DEADLINE: Duration = Duration::from_secs(2);
 /// `want` (each nginx worker of the previous config may answer for up to ~100 ms after
 /// a reload); returns that batch's bodies.
 #[track_caller]
-fn wait_for_batch(
+pub(super) fn wait_for_batch(
     addr: &str,
     path: &str,
     n: usize,
