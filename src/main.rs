@@ -70,7 +70,7 @@ fn registration(cli: &Cli, args: &RegisterArgs) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    init_logging(setup.log_level);
+    init_logging(setup.config.log_level);
     let hup = "SIGHUP ignored: conflux register has nothing to reload (restart it to change the registration)";
     let stop = "stopping: revoking the lease";
     with_signals(hup, stop, |_reloads, shutdown| async move {

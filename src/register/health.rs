@@ -56,13 +56,18 @@ impl Health {
     }
 }
 
-/// Starts the checks; the receiver holds whether the instance is healthy now.
-pub fn start(check: Option<HealthCheck>, shutdown: CancellationToken) -> watch::Receiver<bool> {
+/// Starts the checks of the instance registered at `key` (named in their logs); the
+/// receiver holds whether it is healthy now.
+pub fn start(
+    key: &str,
+    check: Option<HealthCheck>,
+    shutdown: CancellationToken,
+) -> watch::Receiver<bool> {
     match check {
         None => watch::channel(true).1,
         Some(check) => {
             let (tx, rx) = watch::channel(false);
-            tokio::spawn(run_checks(check, tx, shutdown));
+            tokio::spawn(run_checks(key.to_string(), check, tx, shutdown));
             rx
         }
     }
@@ -81,7 +86,12 @@ pub async fn changed(health: &mut watch::Receiver<bool>) -> bool {
 /// under way at shutdown is not waited for here: its blocking thread still kills its
 /// process group at the timeout, and the runtime waits for that before the process
 /// exits, so no check outlives conflux.
-async fn run_checks(check: HealthCheck, tx: watch::Sender<bool>, shutdown: CancellationToken) {
+async fn run_checks(
+    key: String,
+    check: HealthCheck,
+    tx: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
     let mut health = Health::new(check.rise, check.fall);
     let mut ticks = tokio::time::interval(check.interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -102,15 +112,15 @@ async fn run_checks(check: HealthCheck, tx: watch::Sender<bool>, shutdown: Cance
         let result = match result {
             Ok(result) => result,
             Err(join) => {
-                warn!(cause = %join, "health check task failed");
+                warn!(key, cause = %join, "health check task failed");
                 continue;
             }
         };
         let passed = result.is_ok();
         let flipped = health.record(passed);
-        log_check(&result, &health, &check, &mut quiet);
+        log_check(&key, &result, &health, &check, &mut quiet);
         if let Some(healthy) = flipped {
-            log_transition(healthy, &check);
+            log_transition(&key, healthy, &check);
             quiet = false;
             tx.send_replace(healthy);
         }
@@ -118,6 +128,7 @@ async fn run_checks(check: HealthCheck, tx: watch::Sender<bool>, shutdown: Cance
 }
 
 fn log_check(
+    key: &str,
     result: &Result<CommandOutput, CommandError>,
     health: &Health,
     check: &HealthCheck,
@@ -125,27 +136,32 @@ fn log_check(
 ) {
     match result {
         Ok(out) => debug!(
+            key,
             duration_ms = out.duration.as_millis() as u64,
             "health check passed"
         ),
         Err(cause) if health.is_healthy() || !*quiet => {
             *quiet = !health.is_healthy();
-            warn!(command = %check.command.line, cause = %cause, "health check failed");
+            warn!(key, command = %check.command.line, cause = %cause, "health check failed");
         }
-        Err(cause) => debug!(cause = %cause, "health check failed"),
+        Err(cause) => debug!(key, cause = %cause, "health check failed"),
     }
 }
 
-fn log_transition(healthy: bool, check: &HealthCheck) {
+fn log_transition(key: &str, healthy: bool, check: &HealthCheck) {
     if healthy {
         info!(
+            key,
             rise = check.rise,
-            "healthy: the check passed {} time(s) in a row", check.rise
+            "healthy: the check passed {} time(s) in a row",
+            check.rise
         );
     } else {
         warn!(
+            key,
             fall = check.fall,
-            "unhealthy: the check failed {} time(s) in a row", check.fall
+            "unhealthy: the check failed {} time(s) in a row",
+            check.fall
         );
     }
 }
@@ -208,7 +224,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let begin = tokio::time::Instant::now();
         std::fs::write(&marker, "").unwrap();
-        let mut health = start(Some(check), shutdown.clone());
+        let mut health = start("/svc/a", Some(check), shutdown.clone());
         assert!(!*health.borrow(), "an instance starts unhealthy");
         // Checks at 0 s and 1 s pass: healthy at the second (rise 2).
         assert!(changed(&mut health).await);

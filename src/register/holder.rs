@@ -253,7 +253,7 @@ impl Holder {
 
     fn renewal_failed(&self, cause: BackendError) -> Failure {
         let lease = self.lease.map(|l| hex(l.id)).unwrap_or_default();
-        warn!(key = %self.registration.key, lease, cause = %cause, "lease renewal failed");
+        warn!(key = %self.registration.key, lease = %lease, cause = %cause, "lease renewal failed");
         Failure::Etcd(cause)
     }
 
@@ -287,10 +287,10 @@ impl Holder {
         let revoked = self.revoke_stale().await;
         match &revoked {
             Ok(()) if was_registered => {
-                info!(key = %self.registration.key, lease, reason, "deregistered: lease revoked, key deleted");
+                info!(key = %self.registration.key, lease = %lease, reason = %reason, "deregistered: lease revoked, key deleted");
             }
             Err(Failure::Etcd(cause)) if was_registered => {
-                warn!(key = %self.registration.key, lease, reason, cause = %cause, "could not revoke the lease: the key stays until the lease expires, within its TTL");
+                warn!(key = %self.registration.key, lease = %lease, reason = %reason, cause = %cause, "could not revoke the lease: the key stays until the lease expires, within its TTL");
             }
             _ => {}
         }
@@ -328,7 +328,7 @@ impl Holder {
         {
             warn!(
                 key = %self.registration.key,
-                lease = self.stale.map(hex).unwrap_or_default(),
+                lease = %self.stale.map(hex).unwrap_or_default(),
                 "could not revoke the lease in time: the key stays until the lease expires, within its TTL"
             );
         }

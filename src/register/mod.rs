@@ -95,9 +95,13 @@ impl RegisterError {
 /// the result is `Ok`), or until another instance is in the way, or etcd refuses the
 /// settings.
 pub async fn run(setup: Setup, shutdown: CancellationToken) -> Result<(), RegisterError> {
-    let state = StateDir::open(&setup.state_dir, true)?;
+    let state = StateDir::open(&setup.config.state_dir, true)?;
     let memo = memo::Memo::open(&state, &setup.registration.key)?;
-    let health = health::start(setup.registration.check.clone(), shutdown.clone());
+    let health = health::start(
+        &setup.registration.key,
+        setup.registration.check.clone(),
+        shutdown.clone(),
+    );
     let registration = &setup.registration;
     info!(
         key = %registration.key,

@@ -2,7 +2,6 @@
 //! connection the daemon would use (config file, `CONFLUX_*`, flags), validated into
 //! one [`Setup`] before anything runs.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Cli, RegisterArgs};
@@ -14,9 +13,11 @@ use super::RegisterError;
 /// Everything a registration needs, validated.
 #[derive(Debug, Clone)]
 pub struct Setup {
+    /// The daemon's configuration, whole: its log settings and state directory are
+    /// this process's too, and a setting added there (a log format) reaches both.
+    pub config: Config,
+    /// `config`'s etcd settings (its backend is always etcd here).
     pub etcd: EtcdConfig,
-    pub log_level: tracing::Level,
-    pub state_dir: PathBuf,
     pub registration: Registration,
 }
 
@@ -48,7 +49,7 @@ pub struct HealthCheck {
 /// configuration layers for the connection, the subcommand's flags for the rest.
 pub fn load(cli: &Cli, args: &RegisterArgs) -> Result<Setup, RegisterError> {
     let config = Config::load(&etcd_layers(cli))?;
-    let BackendConfig::Etcd(etcd) = config.backend else {
+    let BackendConfig::Etcd(etcd) = config.backend.clone() else {
         return Err(invalid("conflux register needs the etcd backend".into()));
     };
     let value = match (&args.value, &args.value_file) {
@@ -61,10 +62,9 @@ pub fn load(cli: &Cli, args: &RegisterArgs) -> Result<Setup, RegisterError> {
         (None, None) => return Err(invalid("--value or --value-file is required".into())),
     };
     Ok(Setup {
-        etcd,
-        log_level: config.log_level,
-        state_dir: config.state_dir,
         registration: validate(args, value)?,
+        config,
+        etcd,
     })
 }
 
@@ -87,7 +87,8 @@ fn validate(args: &RegisterArgs, value: Vec<u8>) -> Result<Registration, Registe
     }
     if args.ttl.subsec_nanos() != 0 || args.ttl.is_zero() {
         return Err(invalid(format!(
-            "--ttl {:?}: etcd leases count whole seconds; give at least 1s",
+            "--ttl must be a whole number of seconds, at least 1s (etcd leases count \
+             seconds), not {:?}",
             args.ttl
         )));
     }
@@ -173,7 +174,7 @@ mod tests {
     #[test]
     fn a_ttl_that_is_not_whole_seconds_is_refused() {
         let err = registration(&["--value", "v", "--ttl", "1500ms"]).expect_err("refused");
-        assert!(err.to_string().contains("whole seconds"), "{err}");
+        assert!(err.to_string().contains("whole number of seconds"), "{err}");
         assert_eq!(err.exit_code(), 2);
     }
 
