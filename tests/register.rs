@@ -345,6 +345,37 @@ async fn an_etcd_away_longer_than_the_ttl_gets_the_key_back_under_a_new_lease() 
     assert!(log.contains("lease not renewed within its TTL"), "{log}");
 }
 
+/// An etcd restart well within the TTL: the lease is still alive, so the key is
+/// neither deleted nor written again (a gateway following it sees no change at all).
+#[tokio::test]
+async fn a_short_etcd_restart_keeps_the_lease_and_leaves_the_key_untouched() {
+    let mut etcd = EtcdServer::start().await;
+    let dir = Confdir::new();
+    let daemon = register(&dir, &etcd, &["--ttl", "30s"]);
+    let (lease, written) = {
+        let mut client = etcd.client().await;
+        let lease = registered(&mut client, &daemon).await;
+        let resp = client.get(KEY, None).await.expect("etcd get");
+        (lease, resp.kvs()[0].mod_revision())
+    };
+    etcd.restart().await;
+    let end = Instant::now() + DEADLINE;
+    while !daemon.stderr().contains("etcd answers again") {
+        assert!(
+            Instant::now() < end,
+            "no reconnection:\n{}",
+            daemon.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut client = etcd.client().await;
+    let resp = client.get(KEY, None).await.expect("etcd get");
+    let kv = &resp.kvs()[0];
+    assert_eq!((kv.lease(), kv.mod_revision()), (lease, written));
+    assert_eq!(daemon.stderr().matches(" registered ").count(), 1);
+    assert_eq!(leases(&mut client).await, vec![lease]);
+}
+
 #[tokio::test]
 async fn a_key_deleted_by_hand_is_put_back() {
     let (_etcd, mut client, _dir, daemon) = start(&["--ttl", "60s"]).await;

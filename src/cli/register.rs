@@ -33,8 +33,11 @@ Exit codes:
      unusable state directory, credentials or TLS settings etcd refuses";
 
 #[derive(Debug, Clone, clap::Args)]
+// Its own flags under their own heading: the connection flags it shares with the
+// daemon (global) would otherwise interleave with them in `--help`.
 #[command(
     after_help = AFTER_HELP,
+    next_help_heading = "Registration",
     group(ArgGroup::new("value_source").required(true).args(["value", "value_file"]))
 )]
 pub struct RegisterArgs {
