@@ -17,6 +17,8 @@
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -28,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use etcd::EtcdServer;
 use etcd_client::{Client, Txn, TxnOp};
+use measure::{cpu_ticks, machine, ms, percentiles, proc_status, read};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
@@ -539,41 +542,6 @@ fn show(requests: &[(String, u64)]) -> String {
     format!("{total} ({})", each.join(", "))
 }
 
-struct Memory {
-    rss_mb: f64,
-    hwm_mb: f64,
-}
-
-fn proc_status(pid: u32) -> Memory {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
-    let kb = |field: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("a kB figure")
-    };
-    Memory {
-        rss_mb: kb("VmRSS:") / 1024.0,
-        hwm_mb: kb("VmHWM:") / 1024.0,
-    }
-}
-
-/// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
-    // The command name may hold spaces; the fields after it are space-separated:
-    // state is field 3, utime 14, stime 15.
-    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    let field = |n: usize| fields[n - 3].parse::<u64>().expect("a tick count");
-    field(14) + field(15)
-}
-
-fn read(path: &Path) -> Option<String> {
-    std::fs::read_to_string(path).ok()
-}
-
 fn count_lines(path: &Path) -> usize {
     read(path).map_or(0, |t| t.lines().count())
 }
@@ -601,50 +569,4 @@ fn unique() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock after 1970")
         .as_nanos()
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
-fn percentiles(what: &str, times: &mut [Duration]) {
-    times.sort();
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-    println!(
-        "   {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, min {:.2} ms",
-        ms(at(0.50)),
-        ms(at(0.99)),
-        ms(times[times.len() - 1]),
-        ms(times[0])
-    );
-}
-
-/// The machine, as docs/benchmarks.md records it.
-fn machine() {
-    let cpu = read(Path::new("/proc/cpuinfo"))
-        .and_then(|t| {
-            t.lines()
-                .find_map(|l| l.strip_prefix("model name"))
-                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let kernel = read(Path::new("/proc/sys/kernel/osrelease")).unwrap_or_default();
-    let etcd = Command::new("etcd")
-        .arg("--version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .unwrap_or_default();
-    let load = read(Path::new("/proc/loadavg")).unwrap_or_default();
-    println!(
-        "# machine: {cores} cores, {cpu}, kernel {}, {etcd}; load average at start: {}",
-        kernel.trim(),
-        load.trim()
-    );
 }
