@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use etcd::EtcdServer;
 use etcd_client::{Client, Txn, TxnOp};
-use measure::{cpu_ticks, machine, ms, percentiles, proc_status, read};
+use measure::{cpu_ticks, machine, ms, percentiles, proc_status, read, runtime, wanted};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
@@ -41,16 +41,8 @@ const SEED_BATCH: usize = 128;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument picks benchmarks by name.
-    let picked: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| picked.is_empty() || picked.iter().any(|p| p == name);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let wanted = wanted();
+    let rt = runtime();
     machine();
     if wanted("latency") {
         latency(&rt);

@@ -24,7 +24,10 @@ use std::time::{Duration, Instant};
 
 use etcd::EtcdServer;
 use etcd_client::{Client, EventType, WatchOptions};
-use measure::{children_ticks, cpu_ns, cpu_ticks, machine, ms, percentiles, proc_status, tick_ms};
+use measure::{
+    children_ticks, cpu_ns, cpu_ticks, machine, ms, percentiles, proc_status, runtime, tick_ms,
+    wanted,
+};
 use tempfile::TempDir;
 use tokio::runtime::Runtime;
 
@@ -33,16 +36,8 @@ const WINDOW: Duration = Duration::from_secs(10);
 const PATIENCE: Duration = Duration::from_secs(60);
 
 fn main() {
-    // `cargo bench` passes `--bench`; any other argument picks benchmarks by name.
-    let picked: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let wanted = |name: &str| picked.is_empty() || picked.iter().any(|p| p == name);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let wanted = wanted();
+    let rt = runtime();
     machine();
     if wanted("idle") {
         idle(&rt, "no check", &[]);

@@ -1,12 +1,31 @@
 //! Measuring a process from outside, as an operator would: CPU and memory from
-//! `/proc/<pid>/`, the machine as docs/benchmarks.md records it, and latency
-//! percentiles. Shared by the benchmarks (`#[path]`), each using some of it.
+//! `/proc/<pid>/`, the machine as docs/benchmarks.md records it, latency percentiles,
+//! and picking benchmarks by name. Shared by the benchmarks (`#[path]`), each using
+//! some of it.
 
 #![allow(dead_code)]
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
+
+/// Whether a benchmark was asked for: every one when none is named on the command
+/// line (`cargo bench` passes `--bench`; any other argument picks benchmarks by name).
+pub fn wanted() -> impl Fn(&str) -> bool {
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name| picked.is_empty() || picked.iter().any(|p| p == name)
+}
+
+/// The benchmarks' own runtime, for their etcd clients.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
 
 pub struct Memory {
     pub rss_mb: f64,
