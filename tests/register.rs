@@ -7,13 +7,16 @@
 //! issue says "at once" or "after the TTL", the tests tell the two apart by the lease:
 //! a revoked lease is gone while its TTL still had long to run.
 //!
-//! In `connection`: the config file, TLS and credentials shared with the daemon.
+//! In `connection`: the config file, TLS and credentials shared with the daemon; in
+//! `etcd_away`: etcd outages; in `others`: other writers of the key.
 
 mod connection;
+mod etcd_away;
+mod others;
 
 use std::time::Duration;
 
-use etcd_client::{Client, LeaseTimeToLiveOptions, PutOptions};
+use etcd_client::{Client, LeaseTimeToLiveOptions};
 use nix::sys::signal::Signal;
 use tokio::time::Instant;
 
@@ -213,39 +216,6 @@ async fn a_restart_after_kill_9_replaces_its_own_previous_lease() {
 }
 
 #[tokio::test]
-async fn a_second_register_for_the_same_key_is_refused() {
-    let etcd = EtcdServer::start().await;
-    let mut client = etcd.client().await;
-    let dir = Confdir::new();
-    let first = register(&dir, &etcd, &[]);
-    let lease = registered(&mut client, &first).await;
-    let other = Confdir::new();
-    let mut second = Daemon::start(
-        &other,
-        &[
-            "--state-dir",
-            dir.state_dir().to_str().unwrap(),
-            "register",
-            "--node",
-            &etcd.endpoint(),
-            "--key",
-            KEY,
-            "--value",
-            "other",
-        ],
-    );
-    assert_eq!(second.exit_code(DEADLINE).await, 1);
-    assert!(
-        second
-            .stderr()
-            .contains("another conflux register is running for /gateway/services/api/i1"),
-        "{}",
-        second.stderr()
-    );
-    assert_eq!(held(&mut client, KEY).await.map(|h| h.lease), Some(lease));
-}
-
-#[tokio::test]
 async fn a_failing_check_deregisters_after_fall_checks_and_registers_after_rise() {
     let etcd = EtcdServer::start().await;
     let mut client = etcd.client().await;
@@ -309,144 +279,6 @@ async fn a_failing_check_deregisters_after_fall_checks_and_registers_after_rise(
             .stderr()
             .contains("healthy: the check passed 2 time(s) in a row")
     );
-}
-
-#[tokio::test]
-async fn an_etcd_away_longer_than_the_ttl_gets_the_key_back_under_a_new_lease() {
-    let mut etcd = EtcdServer::start().await;
-    let dir = Confdir::new();
-    let daemon = register(&dir, &etcd, &["--ttl", "2s"]);
-    let old = {
-        let mut client = etcd.client().await;
-        registered(&mut client, &daemon).await
-    };
-    etcd.kill();
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    etcd.restart().await;
-    let mut client = etcd.client().await;
-    let new = wait_key(&mut client, &daemon, "registered again", |h| {
-        h.as_ref().is_some_and(|h| h.lease != 0 && h.lease != old)
-    })
-    .await
-    .expect("registered");
-    assert_eq!(new.value, VALUE);
-    // One key, one lease: the old one (which a restarted etcd extends) was revoked.
-    let all = client
-        .get(
-            "/gateway/services/",
-            Some(etcd_client::GetOptions::new().with_prefix()),
-        )
-        .await
-        .expect("etcd get");
-    assert_eq!(all.kvs().len(), 1);
-    assert_eq!(leases(&mut client).await, vec![new.lease]);
-    let log = daemon.stderr();
-    assert!(log.contains("etcd answers again"), "{log}");
-    assert!(log.contains("lease not renewed within its TTL"), "{log}");
-}
-
-/// An etcd restart well within the TTL: the lease is still alive, so the key is
-/// neither deleted nor written again (a gateway following it sees no change at all).
-#[tokio::test]
-async fn a_short_etcd_restart_keeps_the_lease_and_leaves_the_key_untouched() {
-    let mut etcd = EtcdServer::start().await;
-    let dir = Confdir::new();
-    let daemon = register(&dir, &etcd, &["--ttl", "30s"]);
-    let (lease, written) = {
-        let mut client = etcd.client().await;
-        let lease = registered(&mut client, &daemon).await;
-        let resp = client.get(KEY, None).await.expect("etcd get");
-        (lease, resp.kvs()[0].mod_revision())
-    };
-    etcd.restart().await;
-    let end = Instant::now() + DEADLINE;
-    while !daemon.stderr().contains("etcd answers again") {
-        assert!(
-            Instant::now() < end,
-            "no reconnection:\n{}",
-            daemon.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut client = etcd.client().await;
-    let resp = client.get(KEY, None).await.expect("etcd get");
-    let kv = &resp.kvs()[0];
-    assert_eq!((kv.lease(), kv.mod_revision()), (lease, written));
-    assert_eq!(daemon.stderr().matches(" registered ").count(), 1);
-    assert_eq!(leases(&mut client).await, vec![lease]);
-}
-
-#[tokio::test]
-async fn a_key_deleted_by_hand_is_put_back() {
-    let (_etcd, mut client, _dir, daemon) = start(&["--ttl", "60s"]).await;
-    let lease = registered(&mut client, &daemon).await;
-    client.delete(KEY, None).await.expect("delete");
-    let back = wait_key(&mut client, &daemon, "put back", Option::is_some).await;
-    assert_eq!(
-        back,
-        Some(Held {
-            value: VALUE.to_string(),
-            lease
-        })
-    );
-    assert!(
-        daemon
-            .stderr()
-            .contains("the key was deleted by someone else; putting it back")
-    );
-}
-
-#[tokio::test]
-async fn a_key_held_by_another_lease_is_refused_unless_replace() {
-    let etcd = EtcdServer::start().await;
-    let mut client = etcd.client().await;
-    let theirs = client.lease_grant(60, None).await.expect("grant").id();
-    let options = PutOptions::new().with_lease(theirs);
-    client.put(KEY, "theirs", Some(options)).await.expect("put");
-
-    let dir = Confdir::new();
-    let mut refused = register(&dir, &etcd, &[]);
-    assert_eq!(refused.exit_code(DEADLINE).await, 1);
-    let log = refused.stderr();
-    assert!(log.contains("is held by another instance"), "{log}");
-    assert!(log.contains("--replace"), "{log}");
-    let untouched = Some(Held {
-        value: "theirs".into(),
-        lease: theirs,
-    });
-    assert_eq!(held(&mut client, KEY).await, untouched);
-    assert_eq!(
-        leases(&mut client).await,
-        vec![theirs],
-        "its own lease revoked"
-    );
-
-    let mut replacing = register(&dir, &etcd, &["--replace"]);
-    let ours = registered(&mut client, &replacing).await;
-    assert_ne!(ours, theirs);
-    replacing.assert_running();
-}
-
-#[tokio::test]
-async fn an_instance_whose_key_is_taken_over_stops_with_exit_1() {
-    let etcd = EtcdServer::start().await;
-    let mut client = etcd.client().await;
-    let (first_dir, second_dir) = (Confdir::new(), Confdir::new());
-    let mut first = register(&first_dir, &etcd, &[]);
-    let first_lease = registered(&mut client, &first).await;
-    let mut second = register(&second_dir, &etcd, &["--replace"]);
-    assert_eq!(first.exit_code(DEADLINE).await, 1);
-    assert!(
-        first
-            .stderr()
-            .contains("was taken over by another instance"),
-        "{}",
-        first.stderr()
-    );
-    let held_now = held(&mut client, KEY).await.expect("held");
-    assert_ne!(held_now.lease, first_lease);
-    assert_eq!(leases(&mut client).await, vec![held_now.lease]);
-    second.assert_running();
 }
 
 #[tokio::test]
