@@ -101,6 +101,17 @@ async fn wait_key(
     }
 }
 
+/// Waits for `line` in the register's log. A line logged after an etcd request is
+/// written once its answer is in, a moment after the test may have seen its effect in
+/// etcd: reading the log once at that point would race with it.
+async fn wait_log(daemon: &Daemon, line: &str) {
+    daemon
+        .wait_for(&format!("{line:?} in the log"), DEADLINE, || {
+            daemon.stderr().contains(line)
+        })
+        .await;
+}
+
 /// Waits until the key holds VALUE under some lease; returns that lease.
 async fn registered(client: &mut Client, daemon: &Daemon) -> i64 {
     let held = wait_key(client, daemon, "registered", |h| {
@@ -120,11 +131,7 @@ async fn the_key_is_put_under_a_lease_of_the_ttl() {
         .expect("lease time-to-live")
         .granted_ttl();
     assert_eq!(granted, 7);
-    assert!(
-        daemon.stderr().contains("registered"),
-        "{}",
-        daemon.stderr()
-    );
+    wait_log(&daemon, " registered ").await;
 }
 
 #[tokio::test]
@@ -264,7 +271,7 @@ async fn a_failing_check_deregisters_after_fall_checks_and_registers_after_rise(
         log.contains("unhealthy: the check failed 3 time(s) in a row"),
         "{log}"
     );
-    assert!(log.contains("reason=unhealthy"), "{log}");
+    wait_log(&daemon, "reason=unhealthy").await;
 
     let passes_before = count("pass");
     std::fs::write(&marker, "").unwrap();
