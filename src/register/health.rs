@@ -112,7 +112,7 @@ async fn run_checks(
         let result = match result {
             Ok(result) => result,
             Err(join) => {
-                warn!(key, cause = %join, "health check task failed");
+                warn!(key = %key, cause = %join, "health check task failed");
                 continue;
             }
         };
@@ -136,29 +136,29 @@ fn log_check(
 ) {
     match result {
         Ok(out) => debug!(
-            key,
+            key = %key,
             duration_ms = out.duration.as_millis() as u64,
             "health check passed"
         ),
         Err(cause) if health.is_healthy() || !*quiet => {
             *quiet = !health.is_healthy();
-            warn!(key, command = %check.command.line, cause = %cause, "health check failed");
+            warn!(key = %key, command = %check.command.line, cause = %cause, "health check failed");
         }
-        Err(cause) => debug!(key, cause = %cause, "health check failed"),
+        Err(cause) => debug!(key = %key, cause = %cause, "health check failed"),
     }
 }
 
 fn log_transition(key: &str, healthy: bool, check: &HealthCheck) {
     if healthy {
         info!(
-            key,
+            key = %key,
             rise = check.rise,
             "healthy: the check passed {} time(s) in a row",
             check.rise
         );
     } else {
         warn!(
-            key,
+            key = %key,
             fall = check.fall,
             "unhealthy: the check failed {} time(s) in a row",
             check.fall
