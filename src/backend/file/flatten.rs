@@ -50,8 +50,8 @@ pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, String> {
     let mut kvs = Kvs::new();
     match format {
         Format::Yaml => {
-            let mut doc: serde_yaml::Value =
-                serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+            let mut doc: yaml_serde::Value =
+                yaml_serde::from_str(text).map_err(|e| e.to_string())?;
             doc.apply_merge().map_err(|e| e.to_string())?;
             flatten_yaml(&doc, "/", &mut kvs)?;
         }
@@ -86,8 +86,8 @@ fn toml_error(text: &str, err: &toml::de::Error) -> String {
     )
 }
 
-fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
-    use serde_yaml::Value;
+fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
+    use yaml_serde::Value;
     match node {
         Value::Null => {}
         Value::Bool(b) => put(out, key, b.to_string()),
@@ -110,8 +110,8 @@ fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<()
     Ok(())
 }
 
-fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
-    use serde_yaml::Value;
+fn yaml_key(key: &yaml_serde::Value) -> Option<String> {
+    use yaml_serde::Value;
     match key {
         Value::Null => Some(String::new()),
         Value::Bool(b) => Some(b.to_string()),
@@ -122,7 +122,7 @@ fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-fn yaml_number(n: &serde_yaml::Number) -> String {
+fn yaml_number(n: &yaml_serde::Number) -> String {
     if let Some(i) = n.as_i64() {
         i.to_string()
     } else if let Some(u) = n.as_u64() {
@@ -240,6 +240,16 @@ app:
                 ("/app/items/0/name", "x"),
                 ("/app/items/0/weight", "-1"),
             ])
+        );
+    }
+
+    /// The module's promise of the YAML 1.2 core schema (confd's yaml.v2 made these
+    /// `true`/`false`), kept across the move from serde_yaml to yaml_serde.
+    #[test]
+    fn yes_and_on_stay_strings() {
+        assert_eq!(
+            parse("a: yes\nb: on\nc: off\nd: True\n", Format::Yaml).unwrap(),
+            kvs(&[("/a", "yes"), ("/b", "on"), ("/c", "off"), ("/d", "true")])
         );
     }
 
