@@ -3,9 +3,12 @@
 //!
 //! Each configured path is a file or a directory. A file named explicitly is always
 //! read; a directory is walked recursively in lexical order, following symlinks, and
-//! every file whose name matches the filter glob is read. How one file's text becomes
-//! flat keys (`database: {host: x}` is `/database/host`, lists `/0`, `/1`, scalars
-//! stringified as confd does, nulls left out) is the `flatten` submodule's business.
+//! every file whose name matches the filter is read. The filter is a Go
+//! `filepath.Match` glob as confd's is ([`Pattern`], the dialect of key lookups too):
+//! `[^a]` negates a class, a backslash escapes, and `**` is only two `*`. How one
+//! file's text becomes flat keys (`database: {host: x}` is `/database/host`, lists
+//! `/0`, `/1`, scalars stringified as confd does, nulls left out) is the `flatten`
+//! submodule's business.
 //!
 //! A watch follows the directories with a debounced notify watcher, re-reads
 //! everything after any change, and sends a [`crate::kv::Change::Reset`] only when the
@@ -44,6 +47,7 @@ use super::{Backend, BackendError, BoxFuture};
 use crate::kv::Change;
 use crate::kv::Snapshot;
 use crate::kv::keys;
+use crate::kv::pattern::{Pattern, PatternError};
 
 const NAME: &str = "file";
 
@@ -56,7 +60,9 @@ pub struct FileBackend {
 /// What to read: cheap to share with blocking reader threads.
 struct Sources {
     paths: Vec<PathBuf>,
-    filter: String,
+    /// Parsed once; a bad filter is reported by every read rather than by `new`,
+    /// whose signature callers rely on.
+    filter: Result<Pattern, PatternError>,
 }
 
 /// The data of the latest successful read, to tell whether the next one changed.
@@ -80,8 +86,8 @@ enum ReadError {
         format: Format,
         message: String,
     },
-    #[error("invalid file filter {filter:?}: {message}")]
-    Filter { filter: String, message: String },
+    #[error("invalid file filter {:?}: {}", source.pattern, source.reason)]
+    Filter { source: PatternError },
 }
 
 impl From<ReadError> for BackendError {
@@ -98,7 +104,10 @@ impl FileBackend {
     /// found inside directories (confd's `-filter`, `*` for all).
     pub fn new(paths: Vec<PathBuf>, filter: String) -> Self {
         FileBackend {
-            sources: Arc::new(Sources { paths, filter }),
+            sources: Arc::new(Sources {
+                paths,
+                filter: Pattern::parse(&filter),
+            }),
             last: Mutex::new(LastRead::default()),
         }
     }
@@ -164,13 +173,12 @@ fn select(kvs: &Kvs, selectors: &[String]) -> Kvs {
 impl Sources {
     /// Every file, flattened and merged; later files win.
     fn read(&self) -> Result<Kvs, ReadError> {
-        let filter = glob::Pattern::new(&self.filter).map_err(|err| ReadError::Filter {
-            filter: self.filter.clone(),
-            message: err.to_string(),
+        let filter = self.filter.as_ref().map_err(|err| ReadError::Filter {
+            source: err.clone(),
         })?;
         let mut kvs = Kvs::new();
         for path in &self.paths {
-            for file in files(path, &filter)? {
+            for file in files(path, filter)? {
                 kvs.extend(read_file(&file)?);
             }
         }
@@ -178,7 +186,7 @@ impl Sources {
     }
 }
 /// The files `path` names: itself, or the matching files below it in lexical order.
-fn files(path: &Path, filter: &glob::Pattern) -> Result<Vec<PathBuf>, ReadError> {
+fn files(path: &Path, filter: &Pattern) -> Result<Vec<PathBuf>, ReadError> {
     let meta = fs::metadata(path).map_err(io_error(path))?;
     if !meta.is_dir() {
         return Ok(vec![path.to_path_buf()]);
@@ -271,6 +279,40 @@ mod tests {
         assert_eq!(
             snap.kvs,
             kvs(&[("/a", "first"), ("/b", "second"), ("/c", "second")])
+        );
+    }
+
+    /// The filter is confd's Go `filepath.Match`, not the `glob` crate's dialect it
+    /// once was: `[^a]` negates (the glob crate read `^` as a literal), and `**` is
+    /// two stars, not a recursive wildcard.
+    #[tokio::test]
+    async fn the_filter_is_a_go_glob() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "a: 1\n");
+        write(dir.path(), "b.yaml", "b: 2\n");
+        write(dir.path(), "sub/c.yaml", "c: 3\n");
+        let read = |filter: &str| {
+            let backend = FileBackend::new(vec![dir.path().to_path_buf()], filter.into());
+            async move { snapshot(&backend, &["/"]).await.map(|s| s.kvs) }
+        };
+        assert_eq!(
+            read("[^a].yaml").await.unwrap(),
+            kvs(&[("/b", "2"), ("/c", "3")])
+        );
+        assert_eq!(read("**.yaml").await.unwrap().len(), 3);
+        assert_eq!(read("\\a.yaml").await.unwrap(), kvs(&[("/a", "1")]));
+    }
+
+    #[tokio::test]
+    async fn a_bad_filter_is_fatal_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "a.yaml", "a: 1\n");
+        let backend = FileBackend::new(vec![dir.path().to_path_buf()], "[a-".into());
+        let err = snapshot(&backend, &["/"]).await.unwrap_err();
+        assert!(!err.is_transient());
+        assert!(
+            err.to_string().contains(r#"invalid file filter "[a-""#),
+            "{err}"
         );
     }
 
