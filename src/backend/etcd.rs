@@ -25,6 +25,8 @@
 mod error;
 mod watch;
 
+pub use self::error::{ClientError, EtcdError};
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -38,8 +40,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info};
 
-use self::error::{classify, fatal, is_invalid_token, transient};
-use super::{Backend, BackendError, BoxFuture};
+use self::error::{classify, fatal, is_invalid_token, status_code, transient};
+use super::{Action, Backend, BackendError, BoxFuture};
 use crate::kv::Change;
 use crate::kv::Snapshot;
 use crate::kv::keys;
@@ -116,8 +118,15 @@ impl EtcdBackend {
             Client::connect(&opts.endpoints, Some(connect)),
         )
         .await
-        .map_err(|_| transient(format!("connecting to {:?} timed out", opts.endpoints)))?
-        .map_err(|e| classify(&e, "connect"))?;
+        .map_err(|_| {
+            let endpoints = opts.endpoints.clone();
+            let after = opts.request_timeout;
+            transient(
+                Action::Connect,
+                EtcdError::ConnectTimedOut { endpoints, after },
+            )
+        })?
+        .map_err(|e| classify(e, Action::Connect))?;
         info!(endpoints = ?opts.endpoints, tls = has_tls_files(&opts), user = opts.username.as_deref(), "connected to etcd");
         Ok(EtcdBackend {
             client,
@@ -133,17 +142,17 @@ impl EtcdBackend {
     /// behind the leader, which is fine for a periodic "am I behind?" check).
     pub async fn current_revision(&self) -> Result<i64, BackendError> {
         let read = self
-            .call("revision", |mut c| async move {
+            .call(Action::Revision, |mut c| async move {
                 c.get("/", Some(GetOptions::new().with_count_only())).await
             })
             .await;
         match read {
-            Ok(resp) => header_revision(resp.header()),
-            Err(e) if e.to_string().contains("permission denied") => {
+            Ok(resp) => header_revision(resp.header(), Action::Revision),
+            Err(e) if status_code(&e) == Some(tonic::Code::PermissionDenied) => {
                 let status = self
-                    .call("status", |mut c| async move { c.status().await })
+                    .call(Action::Status, |mut c| async move { c.status().await })
                     .await?;
-                header_revision(status.header())
+                header_revision(status.header(), Action::Status)
             }
             Err(e) => Err(e),
         }
@@ -163,7 +172,7 @@ impl EtcdBackend {
         for batch in selectors.chunks(MAX_TXN_OPS) {
             let txn = Txn::new().and_then(range_reads(batch, pinned));
             let resp = self
-                .call("snapshot", |c| {
+                .call(Action::Snapshot, |c| {
                     let txn = txn.clone();
                     async move {
                         let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -171,12 +180,13 @@ impl EtcdBackend {
                     }
                 })
                 .await?;
-            let revision = *pinned.get_or_insert(header_revision(resp.header())?);
+            let revision = *pinned.get_or_insert(header_revision(resp.header(), Action::Snapshot)?);
             for (selector, op) in batch.iter().zip(resp.op_responses()) {
                 let TxnOpResponse::Get(get) = op else {
-                    return Err(transient(format!(
-                        "snapshot at {revision}: unexpected txn response"
-                    )));
+                    return Err(transient(
+                        Action::Snapshot,
+                        EtcdError::UnexpectedTxnResponse { revision },
+                    ));
                 };
                 for kv in get.kvs() {
                     let key = String::from_utf8_lossy(kv.key());
@@ -205,7 +215,7 @@ impl EtcdBackend {
             ));
         };
         let resp = self
-            .call("snapshot", |c| {
+            .call(Action::Snapshot, |c| {
                 let (start, end) = (range.start.clone(), range.end.clone());
                 async move {
                     let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -226,13 +236,16 @@ impl EtcdBackend {
                 )
             })
             .collect();
-        Ok(Snapshot::new(header_revision(resp.header())?, kvs))
+        Ok(Snapshot::new(
+            header_revision(resp.header(), Action::Snapshot)?,
+            kvs,
+        ))
     }
 
     /// Runs one request with the request timeout. An expired token is refreshed once;
     /// with several endpoints a failed request is tried again a few times, because the
     /// client picks an endpoint per request and a dead member fails its share of them.
-    async fn call<T, F, Fut>(&self, what: &'static str, mut request: F) -> Result<T, BackendError>
+    async fn call<T, F, Fut>(&self, action: Action, mut request: F) -> Result<T, BackendError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -255,10 +268,7 @@ impl EtcdBackend {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
                 Err(_) => {
-                    return Err(transient(format!(
-                        "{what}: timed out after {:?}",
-                        self.request_timeout
-                    )));
+                    return Err(transient(action, EtcdError::TimedOut(self.request_timeout)));
                 }
             };
             if !refreshed && is_invalid_token(&error) {
@@ -266,14 +276,14 @@ impl EtcdBackend {
                 self.client
                     .refresh_token()
                     .await
-                    .map_err(|e| classify(&e, "refresh token"))?;
+                    .map_err(|e| classify(e, Action::RefreshToken))?;
                 continue;
             }
-            let classified = classify(&error, what);
+            let classified = classify(error, action);
             if !classified.is_transient() || attempt >= attempts {
                 return Err(classified);
             }
-            debug!(attempt, cause = %classified, "{what} failed; retrying");
+            debug!(attempt, %action, cause = %classified, "etcd request failed; retrying");
             tokio::time::sleep(RETRY_DELAY).await;
         }
     }
@@ -316,10 +326,13 @@ fn range_reads(selectors: &[String], revision: Option<i64>) -> Vec<TxnOp> {
         .collect()
 }
 
-fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64, BackendError> {
+fn header_revision(
+    header: Option<&etcd_client::ResponseHeader>,
+    action: Action,
+) -> Result<i64, BackendError> {
     header
         .map(|h| h.revision())
-        .ok_or_else(|| transient("response without a header".into()))
+        .ok_or_else(|| transient(action, EtcdError::NoHeader))
 }
 
 fn has_tls_files(opts: &EtcdOptions) -> bool {
@@ -331,7 +344,7 @@ fn has_tls_files(opts: &EtcdOptions) -> bool {
 /// ("TLS options are only supported with HTTPS URLs") does not say which setting is off.
 fn connect_options(opts: &EtcdOptions) -> Result<ConnectOptions, BackendError> {
     if opts.endpoints.is_empty() {
-        return Err(fatal("no endpoints configured".into()));
+        return Err(fatal(Action::Connect, EtcdError::NoEndpoints));
     }
     // new(), not default(): only new() keeps pinging an idle connection, which is how
     // a dead member is noticed between requests.
@@ -345,13 +358,15 @@ fn connect_options(opts: &EtcdOptions) -> Result<ConnectOptions, BackendError> {
                 .with_auto_token_refresh(true);
         }
         (None, None) => {}
-        _ => return Err(fatal("username and password must be given together".into())),
+        _ => return Err(fatal(Action::Connect, EtcdError::HalfCredentials)),
     }
     if has_tls_files(opts) {
         if let Some(plain) = opts.endpoints.iter().find(|e| e.starts_with("http://")) {
-            return Err(fatal(format!(
-                "TLS files given but endpoint {plain} is plaintext"
-            )));
+            let endpoint = plain.clone();
+            return Err(fatal(
+                Action::Connect,
+                EtcdError::PlaintextEndpoint { endpoint },
+            ));
         }
         connect = connect.with_tls(tls_options(opts)?);
     }
@@ -375,16 +390,17 @@ fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions, BackendError> {
         }
         (None, None) => {}
         _ => {
-            return Err(fatal(
-                "client certificate and key must be given together".into(),
-            ));
+            return Err(fatal(Action::Connect, EtcdError::HalfIdentity));
         }
     }
     Ok(tls)
 }
 
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|e| fatal(format!("reading {what} {}: {e}", path.display())))
+fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>, BackendError> {
+    std::fs::read(path).map_err(|source| {
+        let path = path.to_path_buf();
+        fatal(Action::Connect, EtcdError::TlsFile { what, path, source })
+    })
 }
 
 #[cfg(test)]

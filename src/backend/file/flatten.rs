@@ -15,7 +15,7 @@ use crate::kv::keys;
 pub(super) type Kvs = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Format {
+pub enum Format {
     Yaml,
     Json,
     Toml,
@@ -44,49 +44,102 @@ impl Format {
     }
 }
 
-/// The keys of one document in `format`; the error is the parser's message with
-/// its line and column.
-pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, String> {
+/// Why one document does not flatten. The display is the parser's message on one line
+/// with its line and column (`trailing comma at line 3 column 1`); the file's name and
+/// format are added by the caller, which knows the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("{0}")]
+    Yaml(#[source] yaml_serde::Error),
+    #[error("{0}")]
+    Json(#[source] serde_json::Error),
+    /// toml's own display spans several lines with a source excerpt; a log line wants
+    /// `message at line L column C` as the other parsers give it, so the position is
+    /// worked out here from the error's span.
+    #[error("{message}{}", at(.line_column))]
+    Toml {
+        message: String,
+        line_column: Option<(usize, usize)>,
+        /// Boxed: toml's error is large, and a parse error travels up every read.
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    /// A bare scalar (or a value under an empty key) has no path to live at.
+    #[error("the top level must be a mapping or a list")]
+    NotACollection { format: Format },
+    #[error("a map key under {key} is not a scalar")]
+    KeyNotScalar { key: String },
+}
+
+impl ParseError {
+    pub fn format(&self) -> Format {
+        match self {
+            ParseError::Yaml(_) | ParseError::KeyNotScalar { .. } => Format::Yaml,
+            ParseError::Json(_) => Format::Json,
+            ParseError::Toml { .. } => Format::Toml,
+            ParseError::NotACollection { format } => *format,
+        }
+    }
+
+    /// The line the parser stopped at (from 1), when it says.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            ParseError::Yaml(err) => err.location().map(|l| l.line()),
+            ParseError::Json(err) => Some(err.line()).filter(|line| *line > 0),
+            ParseError::Toml { line_column, .. } => line_column.map(|(line, _)| line),
+            ParseError::NotACollection { .. } | ParseError::KeyNotScalar { .. } => None,
+        }
+    }
+
+    fn toml(text: &str, source: toml::de::Error) -> ParseError {
+        let line_column = source.span().map(|span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            (line, column)
+        });
+        ParseError::Toml {
+            message: source.message().trim_end().to_string(),
+            line_column,
+            source: Box::new(source),
+        }
+    }
+}
+
+fn at(line_column: &Option<(usize, usize)>) -> String {
+    match line_column {
+        Some((line, column)) => format!(" at line {line} column {column}"),
+        None => String::new(),
+    }
+}
+
+/// The keys of one document in `format`.
+pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, ParseError> {
     let mut kvs = Kvs::new();
     match format {
         Format::Yaml => {
             let mut doc: yaml_serde::Value =
-                yaml_serde::from_str(text).map_err(|e| e.to_string())?;
-            doc.apply_merge().map_err(|e| e.to_string())?;
+                yaml_serde::from_str(text).map_err(ParseError::Yaml)?;
+            doc.apply_merge().map_err(ParseError::Yaml)?;
             flatten_yaml(&doc, "/", &mut kvs)?;
         }
         Format::Json => {
-            let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let doc: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Json)?;
             flatten_json(&doc, "/", &mut kvs);
         }
         Format::Toml => {
-            let doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            let doc: toml::Table =
+                toml::from_str(text).map_err(|err| ParseError::toml(text, err))?;
             flatten_toml(&toml::Value::Table(doc), "/", &mut kvs);
         }
     }
-    // A bare scalar (or a value under an empty key) has no path to live at.
     if kvs.contains_key("/") {
-        return Err("the top level must be a mapping or a list".into());
+        return Err(ParseError::NotACollection { format });
     }
     Ok(kvs)
 }
 
-/// toml's own message spans several lines with a source excerpt; a log line wants
-/// `line L column C: message` as the other parsers give it.
-fn toml_error(text: &str, err: &toml::de::Error) -> String {
-    let Some(span) = err.span() else {
-        return err.message().to_string();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!(
-        "{} at line {line} column {column}",
-        err.message().trim_end()
-    )
-}
-
-fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
+fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
     use yaml_serde::Value;
     match node {
         Value::Null => {}
@@ -100,8 +153,9 @@ fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<()
         }
         Value::Mapping(map) => {
             for (k, v) in map {
-                let segment =
-                    yaml_key(k).ok_or_else(|| format!("a map key under {key} is not a scalar"))?;
+                let segment = yaml_key(k).ok_or_else(|| ParseError::KeyNotScalar {
+                    key: key.to_string(),
+                })?;
                 flatten_yaml(v, &keys::join(key, &segment), out)?;
             }
         }
@@ -337,7 +391,7 @@ name = \"u\"
     #[test]
     fn a_bare_scalar_is_an_error() {
         let err = parse("just a string\n", Format::Yaml).unwrap_err();
-        assert!(err.contains("top level"), "{err}");
+        assert!(err.to_string().contains("top level"), "{err}");
     }
 
     #[test]
@@ -345,11 +399,21 @@ name = \"u\"
         let yaml = parse("a: b\nc: [unclosed\n", Format::Yaml).unwrap_err();
         let json = parse("{\n  \"a\": 1,\n}", Format::Json).unwrap_err();
         let toml = parse("a = 1\nb = \n", Format::Toml).unwrap_err();
-        assert!(yaml.contains("at line 3 column 1"), "{yaml}");
-        assert_eq!(json, "trailing comma at line 3 column 1");
+        assert!(yaml.to_string().contains("at line 3 column 1"), "{yaml}");
+        assert_eq!(json.to_string(), "trailing comma at line 3 column 1");
+        let toml_text = toml.to_string();
         assert!(
-            !toml.contains('\n') && toml.ends_with("at line 2 column 5"),
+            !toml_text.contains('\n') && toml_text.ends_with("at line 2 column 5"),
             "{toml}"
+        );
+        let typed = [yaml, json, toml].map(|err| (err.format(), err.line()));
+        assert_eq!(
+            typed,
+            [
+                (Format::Yaml, Some(3)),
+                (Format::Json, Some(3)),
+                (Format::Toml, Some(2))
+            ]
         );
     }
 }

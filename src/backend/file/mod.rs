@@ -42,8 +42,11 @@ use tokio_util::sync::CancellationToken;
 mod flatten;
 mod watch;
 
-use self::flatten::{Format, Kvs};
-use super::{Backend, BackendError, BoxFuture};
+pub use self::flatten::{Format, ParseError};
+pub use self::watch::WatchError;
+
+use self::flatten::Kvs;
+use super::{Action, Backend, BackendError, BoxFuture};
 use crate::kv::Change;
 use crate::kv::Snapshot;
 use crate::kv::keys;
@@ -72,31 +75,23 @@ struct LastRead {
     kvs: Arc<Kvs>,
 }
 
-/// Why reading the files failed; shown to the operator as one line naming the file.
+/// Why reading the data files failed; shown to the operator as one line naming the
+/// file. Each is fatal to a snapshot (a missing file, a broken one or a bad filter is
+/// the operator's to fix); a watch logs it and keeps the last good data instead.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub enum ReadError {
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{}: invalid {format}: {message}", path.display())]
-    Parse {
-        path: PathBuf,
-        format: Format,
-        message: String,
-    },
+    #[error("{}: invalid {}: {source}", path.display(), source.format())]
+    Parse { path: PathBuf, source: ParseError },
     #[error("invalid file filter {:?}: {}", source.pattern, source.reason)]
     Filter { source: PatternError },
-}
-
-impl From<ReadError> for BackendError {
-    fn from(err: ReadError) -> Self {
-        BackendError::Fatal {
-            backend: NAME,
-            message: err.to_string(),
-        }
-    }
+    /// The blocking reader thread panicked or was cancelled.
+    #[error("the file reader failed: {0}")]
+    Reader(#[source] tokio::task::JoinError),
 }
 
 impl FileBackend {
@@ -113,14 +108,11 @@ impl FileBackend {
     }
 
     /// Reads every file on a blocking thread and records the result's revision.
-    async fn read(&self) -> Result<(i64, Arc<Kvs>), BackendError> {
+    async fn read(&self) -> Result<(i64, Arc<Kvs>), ReadError> {
         let sources = Arc::clone(&self.sources);
         let kvs = tokio::task::spawn_blocking(move || sources.read())
             .await
-            .map_err(|err| BackendError::Fatal {
-                backend: NAME,
-                message: format!("the file reader failed: {err}"),
-            })??;
+            .map_err(ReadError::Reader)??;
         Ok(self.record(kvs))
     }
 
@@ -146,7 +138,10 @@ impl Backend for FileBackend {
         selectors: &'a [String],
     ) -> BoxFuture<'a, Result<Snapshot, BackendError>> {
         Box::pin(async move {
-            let (revision, kvs) = self.read().await?;
+            let (revision, kvs) = self
+                .read()
+                .await
+                .map_err(|err| BackendError::fatal(NAME, Action::Snapshot, err))?;
             Ok(Snapshot::new(revision, select(&kvs, selectors)))
         })
     }
@@ -213,11 +208,9 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> ReadError + '_ {
 /// One file's keys.
 fn read_file(path: &Path) -> Result<Kvs, ReadError> {
     let text = fs::read_to_string(path).map_err(io_error(path))?;
-    let format = Format::of(path);
-    flatten::parse(&text, format).map_err(|message| ReadError::Parse {
+    flatten::parse(&text, Format::of(path)).map_err(|source| ReadError::Parse {
         path: path.to_path_buf(),
-        format,
-        message,
+        source,
     })
 }
 

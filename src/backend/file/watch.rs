@@ -19,11 +19,34 @@ use tracing::{debug, warn};
 
 use super::flatten::Kvs;
 use super::{FileBackend, NAME, ReadError, Sources, io_error, select};
-use crate::backend::BackendError;
+use crate::backend::{Action, BackendError};
 use crate::kv::{Change, Snapshot};
 
 /// How long the watcher waits for a burst of file events to settle before reporting.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// Why the watch of the data files could not start, or stopped. Always transient: a
+/// directory missing now may be there at the next attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    /// A configured path could not be resolved to the directory to watch.
+    #[error("cannot watch the data files: {0}")]
+    Roots(#[source] ReadError),
+    /// notify could not start (no `dir`) or could not watch `dir`.
+    #[error("cannot watch the data files: {}{source}", in_dir(.dir))]
+    Notify {
+        dir: Option<PathBuf>,
+        source: notify::Error,
+    },
+    #[error("the file watcher stopped")]
+    Stopped,
+}
+
+fn in_dir(dir: &Option<PathBuf>) -> String {
+    dir.as_ref()
+        .map(|dir| format!("{}: ", dir.display()))
+        .unwrap_or_default()
+}
 
 impl FileBackend {
     /// The selected data at revision `after`, if that is the latest read.
@@ -41,7 +64,10 @@ impl FileBackend {
     ) -> Result<(), BackendError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         // Held for the whole watch: dropping the debouncer stops it.
-        let _debouncer = self.sources.watch(tx)?;
+        let _debouncer = self
+            .sources
+            .watch(tx)
+            .map_err(|err| BackendError::transient(NAME, Action::Watch, err))?;
         // What the caller holds; unknown when `after` is not the latest read, and
         // then the first read is sent whatever it finds.
         let mut sent = self.selected_at(after, selectors);
@@ -67,10 +93,7 @@ impl FileBackend {
                         // Events may have been lost with the error: read again.
                         true
                     }
-                    None => return Err(BackendError::Transient {
-                        backend: NAME,
-                        message: "the file watcher stopped".into(),
-                    }),
+                    None => return Err(BackendError::transient(NAME, Action::Watch, WatchError::Stopped)),
                 },
             }
         }
@@ -112,20 +135,19 @@ impl Sources {
     fn watch(
         &self,
         tx: mpsc::UnboundedSender<DebounceEventResult>,
-    ) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>, BackendError> {
-        let setup = |err: String| BackendError::Transient {
-            backend: NAME,
-            message: format!("cannot watch the data files: {err}"),
-        };
+    ) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>, WatchError> {
         let mut debouncer = new_debouncer(DEBOUNCE, None, move |batch| {
             // The receiver is gone only when the watch has ended.
             let _ = tx.send(batch);
         })
-        .map_err(|err| setup(err.to_string()))?;
-        for (dir, mode) in watch_roots(&self.paths).map_err(|err| setup(err.to_string()))? {
-            debouncer
-                .watch(&dir, mode)
-                .map_err(|err| setup(format!("{}: {err}", dir.display())))?;
+        .map_err(|source| WatchError::Notify { dir: None, source })?;
+        for (dir, mode) in watch_roots(&self.paths).map_err(WatchError::Roots)? {
+            if let Err(source) = debouncer.watch(&dir, mode) {
+                return Err(WatchError::Notify {
+                    dir: Some(dir),
+                    source,
+                });
+            }
         }
         Ok(debouncer)
     }
