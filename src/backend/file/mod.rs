@@ -8,7 +8,7 @@
 //! `[^a]` negates a class, a backslash escapes, and `**` is only two `*`. How one
 //! file's text becomes flat keys (`database: {host: x}` is `/database/host`, lists
 //! `/0`, `/1`, scalars stringified as confd does, nulls left out) is the `flatten`
-//! submodule's business.
+//! submodule's business, which parser reads a file the `format` submodule's.
 //!
 //! A watch follows the directories with a debounced notify watcher, re-reads
 //! everything after any change, and sends a [`crate::kv::Change::Reset`] only when the
@@ -40,9 +40,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 mod flatten;
+mod format;
 mod watch;
 
-pub use self::flatten::{Format, ParseError};
+pub use self::format::{Format, ParseError};
 pub use self::watch::WatchError;
 
 use self::flatten::Kvs;
