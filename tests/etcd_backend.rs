@@ -553,6 +553,7 @@ async fn a_frozen_etcd_stalls_the_watch() {
 
     match result {
         Err(BackendError::Transient { message, .. }) => {
+            let message = message.to_string();
             assert!(message.contains("stalled"), "{message}")
         }
         other => panic!("expected a stalled watch, got {other:?}"),

@@ -10,9 +10,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::error::{classify, fatal, transient};
+use super::error::{EtcdError, classify, fatal, transient};
 use super::{EtcdBackend, MAX_MESSAGE_BYTES};
-use crate::backend::BackendError;
+use crate::backend::{Action, BackendError};
 use crate::kv::keys;
 use crate::kv::{Change, Event};
 
@@ -68,12 +68,10 @@ impl EtcdBackend {
                     self.client
                         .refresh_token()
                         .await
-                        .map_err(|e| classify(&e, "refresh token"))?;
+                        .map_err(|e| classify(e, Action::RefreshToken))?;
                 }
                 Restart::TokenExpired => {
-                    return Err(transient(
-                        "watch refused: invalid auth token after refreshing it".into(),
-                    ));
+                    return Err(transient(Action::Watch, EtcdError::TokenStillInvalid));
                 }
             }
         }
@@ -92,7 +90,7 @@ impl EtcdBackend {
             .with_range(range.end.clone())
             .with_start_revision(*next);
         let stream = self
-            .call("watch", |c| {
+            .call(Action::Watch, |c| {
                 let (start, options) = (range.start.clone(), options.clone());
                 async move {
                     let mut watch = c
@@ -115,16 +113,14 @@ impl EtcdBackend {
                 _ = changes.closed() => return Ok(Restart::Stop),
                 _ = ticker.tick() => {
                     if last_heard.elapsed() >= self.stall_timeout {
-                        return Err(transient(format!(
-                            "watch stalled: nothing heard for {:?} (from revision {next})",
-                            last_heard.elapsed()
-                        )));
+                        let (silent, from) = (last_heard.elapsed(), *next);
+                        return Err(transient(Action::Watch, EtcdError::Stalled { silent, from }));
                     }
-                    requests.request_progress().await.map_err(|e| classify(&e, "watch"))?;
+                    requests.request_progress().await.map_err(|e| classify(e, Action::Watch))?;
                 }
                 message = responses.message() => {
-                    let Some(resp) = message.map_err(|e| classify(&e, "watch"))? else {
-                        return Err(transient(format!("watch stream ended (from revision {next})")));
+                    let Some(resp) = message.map_err(|e| classify(e, Action::Watch))? else {
+                        return Err(transient(Action::Watch, EtcdError::StreamEnded { from: *next }));
                     };
                     if resp.canceled() {
                         return cancellation(resp.compact_revision(), resp.cancel_reason(), range);
@@ -255,22 +251,28 @@ fn cancellation(
     if compact_revision > 0 {
         return Ok(Restart::Compacted(compact_revision));
     }
+    // The one place errors are sorted by their text: a canceled watch response carries
+    // no status, only `cancel_reason`, a string (the Go error of the status, such as
+    // `rpc error: code = PermissionDenied desc = etcdserver: permission denied`).
     if reason.contains("invalid auth token") {
         return Ok(Restart::TokenExpired);
     }
-    let message = format!("watch of {range} canceled: {reason}");
-    if [
+    let is_fatal = [
         "PermissionDenied",
         "InvalidArgument",
         "Unauthenticated",
         "permission denied",
     ]
     .iter()
-    .any(|fatal| reason.contains(fatal))
-    {
-        Err(fatal(message))
+    .any(|fatal| reason.contains(fatal));
+    let cause = EtcdError::Canceled {
+        range: range.to_string(),
+        reason: reason.to_string(),
+    };
+    if is_fatal {
+        Err(fatal(Action::Watch, cause))
     } else {
-        Err(transient(message))
+        Err(transient(Action::Watch, cause))
     }
 }
 

@@ -4,90 +4,45 @@
 //! `1000000000000000000000`, `.inf` as `+Inf`). A null produces no key at all, as in
 //! confd, whose walk has no case for nil; nor does an empty map or list.
 //!
-//! Finding, reading and merging files is left to the parent module.
+//! Finding, reading and merging files is left to the parent module; which format a
+//! file has, and the parse error type, to `format`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use super::format::{Format, ParseError};
 use crate::kv::keys;
 
 /// Absolute keys to values.
 pub(super) type Kvs = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Format {
-    Yaml,
-    Json,
-    Toml,
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Format::Yaml => "YAML",
-            Format::Json => "JSON",
-            Format::Toml => "TOML",
-        })
-    }
-}
-
-impl Format {
-    /// confd reads every file as YAML (JSON is a subset of it); dedicated parsers for
-    /// `.json` and `.toml` give better error messages and make TOML possible at all.
-    pub(super) fn of(path: &Path) -> Format {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        match ext.to_ascii_lowercase().as_str() {
-            "json" => Format::Json,
-            "toml" => Format::Toml,
-            _ => Format::Yaml,
-        }
-    }
-}
-
-/// The keys of one document in `format`; the error is the parser's message with
-/// its line and column.
-pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, String> {
+/// The keys of one document in `format`.
+pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, ParseError> {
     let mut kvs = Kvs::new();
     match format {
         Format::Yaml => {
-            let mut doc: serde_yaml::Value =
-                serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-            doc.apply_merge().map_err(|e| e.to_string())?;
+            let mut doc: yaml_serde::Value =
+                yaml_serde::from_str(text).map_err(ParseError::Yaml)?;
+            doc.apply_merge().map_err(ParseError::Yaml)?;
             flatten_yaml(&doc, "/", &mut kvs)?;
         }
         Format::Json => {
-            let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+            let doc: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Json)?;
             flatten_json(&doc, "/", &mut kvs);
         }
         Format::Toml => {
-            let doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+            let doc: toml::Table =
+                toml::from_str(text).map_err(|err| ParseError::toml(text, err))?;
             flatten_toml(&toml::Value::Table(doc), "/", &mut kvs);
         }
     }
-    // A bare scalar (or a value under an empty key) has no path to live at.
     if kvs.contains_key("/") {
-        return Err("the top level must be a mapping or a list".into());
+        return Err(ParseError::NotACollection { format });
     }
     Ok(kvs)
 }
 
-/// toml's own message spans several lines with a source excerpt; a log line wants
-/// `line L column C: message` as the other parsers give it.
-fn toml_error(text: &str, err: &toml::de::Error) -> String {
-    let Some(span) = err.span() else {
-        return err.message().to_string();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!(
-        "{} at line {line} column {column}",
-        err.message().trim_end()
-    )
-}
-
-fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
-    use serde_yaml::Value;
+fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
+    use yaml_serde::Value;
     match node {
         Value::Null => {}
         Value::Bool(b) => put(out, key, b.to_string()),
@@ -100,8 +55,9 @@ fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<()
         }
         Value::Mapping(map) => {
             for (k, v) in map {
-                let segment =
-                    yaml_key(k).ok_or_else(|| format!("a map key under {key} is not a scalar"))?;
+                let segment = yaml_key(k).ok_or_else(|| ParseError::KeyNotScalar {
+                    key: key.to_string(),
+                })?;
                 flatten_yaml(v, &keys::join(key, &segment), out)?;
             }
         }
@@ -110,8 +66,8 @@ fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<()
     Ok(())
 }
 
-fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
-    use serde_yaml::Value;
+fn yaml_key(key: &yaml_serde::Value) -> Option<String> {
+    use yaml_serde::Value;
     match key {
         Value::Null => Some(String::new()),
         Value::Bool(b) => Some(b.to_string()),
@@ -122,7 +78,7 @@ fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-fn yaml_number(n: &serde_yaml::Number) -> String {
+fn yaml_number(n: &yaml_serde::Number) -> String {
     if let Some(i) = n.as_i64() {
         i.to_string()
     } else if let Some(u) = n.as_u64() {
@@ -243,6 +199,16 @@ app:
         );
     }
 
+    /// The module's promise of the YAML 1.2 core schema (confd's yaml.v2 made these
+    /// `true`/`false`), kept across the move from serde_yaml to yaml_serde.
+    #[test]
+    fn yes_and_on_stay_strings() {
+        assert_eq!(
+            parse("a: yes\nb: on\nc: off\nd: True\n", Format::Yaml).unwrap(),
+            kvs(&[("/a", "yes"), ("/b", "on"), ("/c", "off"), ("/d", "true")])
+        );
+    }
+
     #[test]
     fn yaml_merge_keys_are_applied() {
         let yaml = "base: &b\n  port: 80\nweb:\n  <<: *b\n  host: h\n";
@@ -310,15 +276,6 @@ name = \"u\"
     }
 
     #[test]
-    fn the_format_follows_the_extension() {
-        assert_eq!(Format::of(Path::new("a.JSON")), Format::Json);
-        assert_eq!(Format::of(Path::new("a.toml")), Format::Toml);
-        assert_eq!(Format::of(Path::new("a.yml")), Format::Yaml);
-        assert_eq!(Format::of(Path::new("app.conf")), Format::Yaml);
-        assert_eq!(Format::of(Path::new("noext")), Format::Yaml);
-    }
-
-    #[test]
     fn an_empty_document_has_no_keys() {
         assert_eq!(parse("", Format::Yaml).unwrap(), Kvs::new());
         assert_eq!(parse("", Format::Toml).unwrap(), Kvs::new());
@@ -327,7 +284,7 @@ name = \"u\"
     #[test]
     fn a_bare_scalar_is_an_error() {
         let err = parse("just a string\n", Format::Yaml).unwrap_err();
-        assert!(err.contains("top level"), "{err}");
+        assert!(err.to_string().contains("top level"), "{err}");
     }
 
     #[test]
@@ -335,11 +292,21 @@ name = \"u\"
         let yaml = parse("a: b\nc: [unclosed\n", Format::Yaml).unwrap_err();
         let json = parse("{\n  \"a\": 1,\n}", Format::Json).unwrap_err();
         let toml = parse("a = 1\nb = \n", Format::Toml).unwrap_err();
-        assert!(yaml.contains("at line 3 column 1"), "{yaml}");
-        assert_eq!(json, "trailing comma at line 3 column 1");
+        assert!(yaml.to_string().contains("at line 3 column 1"), "{yaml}");
+        assert_eq!(json.to_string(), "trailing comma at line 3 column 1");
+        let toml_text = toml.to_string();
         assert!(
-            !toml.contains('\n') && toml.ends_with("at line 2 column 5"),
+            !toml_text.contains('\n') && toml_text.ends_with("at line 2 column 5"),
             "{toml}"
+        );
+        let typed = [yaml, json, toml].map(|err| (err.format(), err.line()));
+        assert_eq!(
+            typed,
+            [
+                (Format::Yaml, Some(3)),
+                (Format::Json, Some(3)),
+                (Format::Toml, Some(2))
+            ]
         );
     }
 }
