@@ -15,7 +15,7 @@ use crate::cli::Cli;
 use crate::values::{Wait, WaitError, toml_error_message};
 
 pub const DEFAULT_CONFDIR: &str = "/etc/conflux";
-pub const DEFAULT_NODE: &str = "http://127.0.0.1:2379";
+pub const DEFAULT_NODE: &str = crate::backend::etcd::DEFAULT_ENDPOINT;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A configuration problem: exit code 2, nothing was attempted.

@@ -29,7 +29,7 @@ mod connect;
 mod error;
 mod watch;
 
-pub use self::connect::EtcdOptions;
+pub use self::connect::{DEFAULT_ENDPOINT, EtcdOptions};
 pub use self::error::{ClientError, EtcdError};
 
 use std::collections::BTreeMap;

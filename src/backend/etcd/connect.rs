@@ -35,10 +35,13 @@ pub struct EtcdOptions {
     pub stall_timeout: Duration,
 }
 
+/// etcd's own default client URL: where conflux looks when no endpoint is given.
+pub const DEFAULT_ENDPOINT: &str = "http://127.0.0.1:2379";
+
 impl Default for EtcdOptions {
     fn default() -> Self {
         EtcdOptions {
-            endpoints: vec!["http://127.0.0.1:2379".to_string()],
+            endpoints: vec![DEFAULT_ENDPOINT.to_string()],
             username: None,
             password: None,
             ca_file: None,
