@@ -63,6 +63,10 @@ struct RawConfig {
     client_cakeys: Option<PathBuf>,
     wait: Option<String>,
     state_dir: Option<PathBuf>,
+    metrics_addr: Option<String>,
+    #[serde(rename = "log-format", alias = "log_format")]
+    log_format: Option<String>,
+    watch_confdir: Option<bool>,
 }
 
 /// How the process runs.
@@ -110,13 +114,32 @@ pub struct Config {
     pub wait: Wait,
     /// conflux's own state (see [`crate::state`]); absolute.
     pub state_dir: PathBuf,
+    /// Where to serve /metrics, /health, /ready and /status; `None`: nowhere.
+    pub metrics_addr: Option<String>,
+    pub log_format: LogFormat,
+    /// `--noop --detailed-exitcode`: exit 3 when changes are pending.
+    pub detailed_exitcode: bool,
+    /// In watch mode, reload the confdir when it changes on disk.
+    pub watch_confdir: bool,
+    /// The config file read (or that would have been: it may not exist).
+    pub config_file: PathBuf,
+}
+
+/// How logs are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line: timestamp, level, message and the structured fields.
+    Json,
 }
 
 impl Config {
     /// Merges defaults, the config file, the environment and the flags.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let file = read_config_file(cli)?;
-        merge(cli, file)
+        let (file, path) = read_config_file(cli)?;
+        let mut config = merge(cli, file)?;
+        config.config_file = absolute(path, "config file")?;
+        Ok(config)
     }
 
     pub fn conf_d(&self) -> PathBuf {
@@ -130,7 +153,7 @@ impl Config {
 
 /// The config file named by `--config-file` (which must exist), else
 /// `<confdir>/conflux.toml` if it exists.
-fn read_config_file(cli: &Cli) -> Result<RawConfig, ConfigError> {
+fn read_config_file(cli: &Cli) -> Result<(RawConfig, PathBuf), ConfigError> {
     let (path, required) = match &cli.config_file {
         Some(p) => (p.clone(), true),
         None => {
@@ -141,14 +164,17 @@ fn read_config_file(cli: &Cli) -> Result<RawConfig, ConfigError> {
             (confdir.join("conflux.toml"), false)
         }
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_config(&path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(RawConfig::default()),
-        Err(e) => Err(ConfigError::File {
-            path,
-            message: e.to_string(),
-        }),
-    }
+    let raw = match std::fs::read_to_string(&path) {
+        Ok(text) => parse_config(&path, &text)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => RawConfig::default(),
+        Err(e) => {
+            return Err(ConfigError::File {
+                path,
+                message: e.to_string(),
+            });
+        }
+    };
+    Ok((raw, path))
 }
 
 fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
@@ -167,6 +193,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     // Relative dests resolve against the confdir, and commands run from conflux's own
     // working directory: make it absolute so the paths they see are unambiguous.
     let confdir = absolute(confdir, "confdir")?;
+    let default_config_file = confdir.join("conflux.toml");
     let backend_name = cli
         .backend
         .clone()
@@ -220,6 +247,27 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     } else {
         Mode::Interval(interval)
     };
+    let log_format = match cli
+        .log_format
+        .clone()
+        .or(file.log_format)
+        .as_deref()
+        .unwrap_or("text")
+    {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "unknown log format {other:?}: expected text or json"
+            )));
+        }
+    };
+    let noop = cli.noop || file.noop.unwrap_or(false);
+    if cli.detailed_exitcode && !(noop && mode == Mode::Onetime) {
+        return Err(ConfigError::Invalid(
+            "--detailed-exitcode needs --noop and --onetime".into(),
+        ));
+    }
     let level = cli
         .log_level
         .clone()
@@ -230,7 +278,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         backend,
         prefix: crate::kv::keys::join("", &cli.prefix.clone().or(file.prefix).unwrap_or_default()),
         mode,
-        noop: cli.noop || file.noop.unwrap_or(false),
+        noop,
         sync_only: cli.sync_only || file.sync_only.unwrap_or(false),
         keep_stage_file: cli.keep_stage_file || file.keep_stage_file.unwrap_or(false),
         log_level: parse_level(&level)?,
@@ -241,6 +289,11 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
                 .unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_DIR)),
             "state_dir",
         )?,
+        metrics_addr: cli.metrics_addr.clone().or(file.metrics_addr),
+        log_format,
+        detailed_exitcode: cli.detailed_exitcode,
+        watch_confdir: !cli.no_watch_confdir && file.watch_confdir.unwrap_or(true),
+        config_file: default_config_file,
         wait: match cli.wait.clone().or(file.wait) {
             Some(w) => w
                 .parse()

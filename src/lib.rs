@@ -23,6 +23,7 @@
 //! - Data: [`backend`] (etcd, file, env) and [`mirror`].
 //! - Work: [`scheduler`], [`pipeline`], [`command`], [`state`], [`outcome`].
 //! - The loop: [`daemon`] (every mode, one-shot included) and [`run`] (wiring).
+//! - Operations: [`telemetry`] (metrics, health, status), [`http`], [`systemd`].
 
 pub mod backend;
 pub mod cli;
@@ -31,6 +32,7 @@ pub mod confdir;
 pub mod config;
 pub mod daemon;
 pub mod fswalk;
+pub mod http;
 pub mod kv;
 pub mod mirror;
 pub mod outcome;
@@ -41,5 +43,7 @@ pub mod run;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod systemd;
+pub mod telemetry;
 pub mod template;
 pub mod values;

@@ -5,13 +5,15 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use conflux::config::Config;
+use conflux::config::{Config, LogFormat};
 use conflux::run;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `--noop --detailed-exitcode`: changes are pending.
+const EXIT_PENDING: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = match conflux::cli::parse_from(std::env::args_os()) {
@@ -28,7 +30,8 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(config.log_level);
+    init_logging(config.log_level, config.log_format);
+    let detailed = config.detailed_exitcode;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -50,6 +53,9 @@ fn main() -> ExitCode {
         };
         let reconfigure: run::ConfigSource = Box::new(move || Config::load(&cli));
         match run::run(config, reconfigure, reloads, shutdown).await {
+            Ok(report) if detailed && report.failed == 0 && report.pending > 0 => {
+                ExitCode::from(EXIT_PENDING)
+            }
             Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
             Ok(report) => {
                 tracing::error!(
@@ -106,11 +112,21 @@ fn stop(shutdown: &CancellationToken, signal: &str) {
     }
 }
 
-fn init_logging(level: tracing::Level) {
-    tracing_subscriber::fmt()
+/// Logs on stderr (stdout is for what scripts read): text for people, or one JSON
+/// object per line (timestamp, level, message, the event's fields and those of the
+/// span it happened in, such as the resource and revision of an apply).
+fn init_logging(level: tracing::Level, format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

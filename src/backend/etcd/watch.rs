@@ -128,6 +128,14 @@ impl EtcdBackend {
                     if resp.created() {
                         debug!(watch_id = resp.watch_id(), from = *next, "watch created");
                     }
+                    // Created, or a progress notification: the stream is live up to the
+                    // header's revision.
+                    if resp.events().is_empty()
+                        && let Some(revision) = resp.header().map(|h| h.revision())
+                        && !send(changes, Change::Progress { revision }, shutdown).await
+                    {
+                        return Ok(Restart::Stop);
+                    }
                     for (revision, events) in revisions(&resp, selectors) {
                         if !events.is_empty()
                             && !send(changes, Change::Events { revision, events }, shutdown).await
