@@ -10,6 +10,8 @@
 //! - `daemon`: the real binary as a daemon (`--watch`, interval) and `--onetime`
 //!   against a real etcd: restarts, compaction, a cluster, auth, TLS, signals.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
+//! - `operations`: metrics, health, readiness and status over HTTP, hot reload of the
+//!   confdir, JSON logs, systemd notifications, `--detailed-exitcode`.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
@@ -20,5 +22,6 @@ mod gateway;
 mod harness;
 mod nginx;
 mod onetime;
+mod operations;
 mod state;
 mod support;

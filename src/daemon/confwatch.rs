@@ -98,13 +98,13 @@ pub(super) fn affected(
     let mut names = BTreeSet::new();
     let mut relevant = false;
     for path in changed {
-        if ignored(path) {
-            continue;
-        }
         if paths.config_file.as_deref() == Some(path.as_path()) {
             return Affected::All;
         }
         if let Ok(rel) = path.strip_prefix(&paths.templates) {
+            if ignored(rel) {
+                continue;
+            }
             relevant = true;
             let name = rel.to_string_lossy();
             let users: Vec<&Resource> = new.iter().filter(|r| r.src == name).collect();
@@ -112,8 +112,8 @@ pub(super) fn affected(
                 return Affected::All;
             }
             names.extend(users.iter().map(|r| r.name.clone()));
-        } else if path.starts_with(&paths.conf_d) {
-            relevant = true;
+        } else if let Ok(rel) = path.strip_prefix(&paths.conf_d) {
+            relevant |= !ignored(rel);
         }
     }
     for resource in new {
@@ -128,8 +128,8 @@ pub(super) fn affected(
     }
 }
 
-/// Editors' and tools' own files: hidden ones (swap files, atomic-write temporaries,
-/// `.git`) and backups (`name~`).
+/// Editors' and tools' own files, by their path inside `conf.d` or `templates`: hidden
+/// ones (swap files, atomic-write temporaries, `.git`) and backups (`name~`).
 fn ignored(path: &Path) -> bool {
     path.components().any(|c| {
         let c = c.as_os_str().to_string_lossy();
@@ -143,11 +143,13 @@ fn ignored(path: &Path) -> bool {
 mod tests {
     use super::*;
 
+    /// Inside a hidden directory, as `tempfile`'s are: only the part below `conf.d`
+    /// and `templates` decides what is ignored.
     fn paths() -> ConfdirPaths {
         ConfdirPaths {
-            conf_d: "/c/conf.d".into(),
-            templates: "/c/templates".into(),
-            config_file: Some("/c/conflux.toml".into()),
+            conf_d: "/tmp/.c/conf.d".into(),
+            templates: "/tmp/.c/templates".into(),
+            config_file: Some("/tmp/.c/conflux.toml".into()),
         }
     }
 
@@ -168,16 +170,16 @@ mod tests {
     #[test]
     fn a_template_concerns_the_resources_that_render_it() {
         let set = vec![resource("a.toml", "a.tmpl"), resource("b.toml", "b.tmpl")];
-        let got = affected(&paths(), &changed(&["/c/templates/a.tmpl"]), &set, &set);
+        let got = affected(&paths(), &changed(&["/tmp/.c/templates/a.tmpl"]), &set, &set);
         assert_eq!(got, names(&["a.toml"]));
     }
 
     #[test]
     fn a_partial_or_the_config_file_concerns_every_resource() {
         let set = vec![resource("a.toml", "a.tmpl")];
-        let partial = changed(&["/c/templates/partials/head.tmpl"]);
+        let partial = changed(&["/tmp/.c/templates/partials/head.tmpl"]);
         assert_eq!(affected(&paths(), &partial, &set, &set), Affected::All);
-        let config = changed(&["/c/conflux.toml"]);
+        let config = changed(&["/tmp/.c/conflux.toml"]);
         assert_eq!(affected(&paths(), &config, &set, &set), Affected::All);
     }
 
@@ -187,9 +189,9 @@ mod tests {
         let mut edited = resource("a.toml", "a.tmpl");
         edited.dest = "/elsewhere".into();
         let new = vec![edited, old[1].clone(), resource("c.toml", "b.tmpl")];
-        let batch = changed(&["/c/conf.d/a.toml", "/c/conf.d/c.toml"]);
+        let batch = changed(&["/tmp/.c/conf.d/a.toml", "/tmp/.c/conf.d/c.toml"]);
         assert_eq!(affected(&paths(), &batch, &old, &new), names(&["a.toml", "c.toml"]));
-        let swap = changed(&["/c/templates/.a.tmpl.swp", "/c/templates/a.tmpl~"]);
+        let swap = changed(&["/tmp/.c/templates/.a.tmpl.swp", "/tmp/.c/templates/a.tmpl~"]);
         assert_eq!(affected(&paths(), &swap, &old, &old), Affected::Nothing);
     }
 }
