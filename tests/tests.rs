@@ -1,6 +1,8 @@
 //! The one integration-test binary (ripgrep's trick, `autotests = false`: it links
 //! once), and this list says where each kind of test lives:
 //!
+//! - `hardening`: attacks and accidents (planted links, special files, a rewound etcd,
+//!   leaked secrets, injection, leftovers), each reproduced with the real binary.
 //! - `harness`: temporary confdirs, runs of the real binary, golden files.
 //! - `support`: harnesses for real components (an etcd started per test).
 //! - `nginx`: a real nginx and small upstream HTTP servers, for the gateway.
@@ -19,6 +21,7 @@
 mod daemon;
 mod etcd_backend;
 mod gateway;
+mod hardening;
 mod harness;
 mod nginx;
 mod onetime;

@@ -34,6 +34,7 @@ pub use self::error::{ClientError, EtcdError};
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp, TxnOpResponse};
@@ -61,6 +62,9 @@ const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 /// A connected etcd client. Cheap to share: requests clone the underlying channel.
 pub struct EtcdBackend {
     client: Client,
+    /// The cluster the last snapshot was read from (0 until one was read): a watch
+    /// answered by another one must not be trusted to continue its history.
+    cluster_id: AtomicU64,
     endpoints: Vec<String>,
     request_timeout: Duration,
     progress_interval: Duration,
@@ -90,6 +94,7 @@ impl EtcdBackend {
         info!(endpoints = ?opts.endpoints, tls = has_tls_files(&opts), user = opts.username.as_deref(), "connected to etcd");
         Ok(EtcdBackend {
             client,
+            cluster_id: AtomicU64::new(0),
             endpoints: opts.endpoints,
             request_timeout: opts.request_timeout,
             progress_interval: opts.progress_interval,
@@ -140,6 +145,7 @@ impl EtcdBackend {
                     }
                 })
                 .await?;
+            self.note_cluster(resp.header());
             let revision = *pinned.get_or_insert(header_revision(resp.header(), Action::Snapshot)?);
             for (selector, op) in batch.iter().zip(resp.op_responses()) {
                 let TxnOpResponse::Get(get) = op else {
@@ -183,6 +189,7 @@ impl EtcdBackend {
                 }
             })
             .await?;
+        self.note_cluster(resp.header());
         let selection = keys::Selection::new(selectors);
         let kvs = resp
             .kvs()
@@ -288,6 +295,21 @@ fn range_reads(selectors: &[String], revision: Option<i64>) -> Vec<TxnOp> {
             TxnOp::get(selector.as_str(), Some(options))
         })
         .collect()
+}
+
+impl EtcdBackend {
+    /// Records the cluster a snapshot was read from.
+    fn note_cluster(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(header) = header {
+            self.cluster_id.store(header.cluster_id(), Ordering::Relaxed);
+        }
+    }
+
+    /// Whether `cluster_id` differs from the snapshot's cluster (known ones only).
+    fn cluster_changed(&self, cluster_id: u64) -> bool {
+        let known = self.cluster_id.load(Ordering::Relaxed);
+        known != 0 && cluster_id != 0 && known != cluster_id
+    }
 }
 
 fn header_revision(

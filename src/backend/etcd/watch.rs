@@ -62,6 +62,21 @@ impl EtcdBackend {
                         return Ok(());
                     }
                 }
+                Restart::Rewound { seen, now } => {
+                    // etcd's history went backwards (wiped, restored from an older
+                    // snapshot, or another cluster behind the same address): revisions
+                    // up to `seen` mean other data now, and watching "after seen" would
+                    // skip them. Read everything again, as after a compaction.
+                    warn!(
+                        seen,
+                        now, "etcd's revision went backwards; reading a new snapshot"
+                    );
+                    let snapshot = self.read(selectors).await?;
+                    next = snapshot.revision + 1;
+                    if !send(&changes, Change::Reset(snapshot), &shutdown).await {
+                        return Ok(());
+                    }
+                }
                 Restart::TokenExpired if refreshes < MAX_TOKEN_REFRESHES => {
                     refreshes += 1;
                     debug!("watch refused with an expired token; refreshing it");
@@ -125,6 +140,11 @@ impl EtcdBackend {
                     if resp.canceled() {
                         return cancellation(resp.compact_revision(), resp.cancel_reason(), range);
                     }
+                    if let Some(header) = resp.header()
+                        && let Some(rewound) = self.rewound(header, *next - 1)
+                    {
+                        return Ok(rewound);
+                    }
                     if resp.created() {
                         debug!(watch_id = resp.watch_id(), from = *next, "watch created");
                     }
@@ -153,11 +173,27 @@ impl EtcdBackend {
     }
 }
 
+impl EtcdBackend {
+    /// Whether a response from etcd shows a history that does not continue the one
+    /// read so far (`seen`: the last revision delivered): a lower revision, or another
+    /// cluster than the snapshot's.
+    fn rewound(&self, header: &etcd_client::ResponseHeader, seen: i64) -> Option<Restart> {
+        let other_cluster = self.cluster_changed(header.cluster_id());
+        (header.revision() < seen || other_cluster).then_some(Restart::Rewound {
+            seen,
+            now: header.revision(),
+        })
+    }
+}
+
 /// Why one watch request ended without an error for the caller.
 #[derive(Debug, PartialEq, Eq)]
 enum Restart {
     /// Shutdown, or nobody listens any more.
     Stop,
+    /// etcd answered at revision `now`, below the revision `seen` already applied, or
+    /// from another cluster.
+    Rewound { seen: i64, now: i64 },
     /// The start revision was compacted (up to this revision).
     Compacted(i64),
     /// Refused at creation with an expired token.
