@@ -129,7 +129,10 @@ const STALL_FILE_ENV: &str = "CONFLUX_TEST_STALL_FILE";
 fn operations(config: &Config) -> (Arc<Telemetry>, Systemd, Option<Duration>) {
     let systemd = Systemd::from_env();
     let daemon = config.mode != Mode::Onetime;
-    let beat_every = match (daemon && config.metrics_addr.is_some(), systemd.watchdog_every()) {
+    let beat_every = match (
+        daemon && config.metrics_addr.is_some(),
+        systemd.watchdog_every(),
+    ) {
         (_, Some(watchdog)) if daemon => Some(watchdog.min(BEAT)),
         (true, None) => Some(BEAT),
         _ => None,

@@ -23,8 +23,7 @@ impl Systemd {
     /// a child that inherits them does not ping for us).
     pub fn from_env() -> Systemd {
         let enabled = std::env::var_os("NOTIFY_SOCKET").is_some();
-        let watchdog = sd_notify::watchdog_enabled()
-            .filter(|d| enabled && !d.is_zero());
+        let watchdog = sd_notify::watchdog_enabled().filter(|d| enabled && !d.is_zero());
         Systemd { enabled, watchdog }
     }
 

@@ -86,21 +86,38 @@ async fn metrics_ready_and_status_tell_the_truth_about_applies_and_failures() {
     .await;
     let (code, body) = get(&addr, "/ready");
     assert_eq!(code, 503, "{body}");
-    assert!(body.contains("resource b.toml") && body.contains("/b"), "{body}");
+    assert!(
+        body.contains("resource b.toml") && body.contains("/b"),
+        "{body}"
+    );
     assert!(!body.contains("a.toml"), "{body}");
 
     etcd.put("/app/b", "2").await;
     daemon
-        .wait_for("ready once b applied", PATIENCE, || get(&addr, "/ready").0 == 200)
+        .wait_for("ready once b applied", PATIENCE, || {
+            get(&addr, "/ready").0 == 200
+        })
         .await;
     let text = get(&addr, "/metrics").1;
     let revision = etcd.revision().await;
     for (series, want) in [
-        ("conflux_apply_total{resource=\"a.toml\",result=\"updated\"}", 1.0),
-        ("conflux_apply_total{resource=\"b.toml\",result=\"updated\"}", 1.0),
-        ("conflux_apply_total{resource=\"b.toml\",result=\"failed\"}", 1.0),
+        (
+            "conflux_apply_total{resource=\"a.toml\",result=\"updated\"}",
+            1.0,
+        ),
+        (
+            "conflux_apply_total{resource=\"b.toml\",result=\"updated\"}",
+            1.0,
+        ),
+        (
+            "conflux_apply_total{resource=\"b.toml\",result=\"failed\"}",
+            1.0,
+        ),
         ("conflux_resource_degraded{resource=\"b.toml\"}", 0.0),
-        ("conflux_resource_revision{resource=\"b.toml\"}", revision as f64),
+        (
+            "conflux_resource_revision{resource=\"b.toml\"}",
+            revision as f64,
+        ),
         ("conflux_backend_revision", revision as f64),
         ("conflux_backend_connected", 1.0),
         ("conflux_watch_reconnects_total", 0.0),
@@ -123,7 +140,10 @@ async fn metrics_ready_and_status_tell_the_truth_about_applies_and_failures() {
     assert_eq!(b["revision_applied"], revision);
     assert_eq!(b["last"]["result"], "updated");
     assert_eq!(b["last"]["step"], "swap");
-    assert!(b["files"][0].as_str().unwrap().ends_with("out/b.conf"), "{b}");
+    assert!(
+        b["files"][0].as_str().unwrap().ends_with("out/b.conf"),
+        "{b}"
+    );
 }
 
 #[tokio::test]
@@ -172,12 +192,16 @@ async fn ready_waits_for_the_backend() {
     let addr = free_addr();
     let daemon = watch(&dir, &etcd, &["--metrics-addr", &addr]);
     daemon
-        .wait_for("the endpoint answers", PATIENCE, || get(&addr, "/ready").0 == 503)
+        .wait_for("the endpoint answers", PATIENCE, || {
+            get(&addr, "/ready").0 == 503
+        })
         .await;
     assert!(get(&addr, "/ready").1.contains("not connected"));
     etcd.restart().await;
     daemon
-        .wait_for("ready once etcd is back", PATIENCE, || get(&addr, "/ready").0 == 200)
+        .wait_for("ready once etcd is back", PATIENCE, || {
+            get(&addr, "/ready").0 == 200
+        })
         .await;
 }
 
@@ -234,7 +258,11 @@ async fn an_edited_template_reapplies_only_its_resource_and_a_broken_edit_is_ref
     etcd.put("/app/b", "1").await;
     let dir = two_resources();
     let addr = free_addr();
-    let daemon = watch(&dir, &etcd, &["--log-format", "json", "--metrics-addr", &addr]);
+    let daemon = watch(
+        &dir,
+        &etcd,
+        &["--log-format", "json", "--metrics-addr", &addr],
+    );
     daemon
         .wait_for("both applied", PATIENCE, || {
             dir.try_read("out/b.conf").is_some() && dir.try_read("out/a.conf").is_some()
@@ -248,7 +276,11 @@ async fn an_edited_template_reapplies_only_its_resource_and_a_broken_edit_is_ref
             dir.try_read("out/a.conf").as_deref() == Some("a is 1\n")
         })
         .await;
-    assert_eq!(applies(&daemon, "b.toml"), b_before, "b was not applied again");
+    assert_eq!(
+        applies(&daemon, "b.toml"),
+        b_before,
+        "b was not applied again"
+    );
 
     // A broken edit is refused; the old set keeps following etcd.
     dir.template("a.tmpl", "a is {{ getv(key=\"/a\" }}\n");

@@ -301,7 +301,8 @@ impl EtcdBackend {
     /// Records the cluster a snapshot was read from.
     fn note_cluster(&self, header: Option<&etcd_client::ResponseHeader>) {
         if let Some(header) = header {
-            self.cluster_id.store(header.cluster_id(), Ordering::Relaxed);
+            self.cluster_id
+                .store(header.cluster_id(), Ordering::Relaxed);
         }
     }
 

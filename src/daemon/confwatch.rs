@@ -10,9 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{
-    DebounceEventResult, Debouncer, RecommendedCache, new_debouncer,
-};
+use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
 use crate::resource::Resource;
@@ -170,7 +168,12 @@ mod tests {
     #[test]
     fn a_template_concerns_the_resources_that_render_it() {
         let set = vec![resource("a.toml", "a.tmpl"), resource("b.toml", "b.tmpl")];
-        let got = affected(&paths(), &changed(&["/tmp/.c/templates/a.tmpl"]), &set, &set);
+        let got = affected(
+            &paths(),
+            &changed(&["/tmp/.c/templates/a.tmpl"]),
+            &set,
+            &set,
+        );
         assert_eq!(got, names(&["a.toml"]));
     }
 
@@ -190,7 +193,10 @@ mod tests {
         edited.dest = "/elsewhere".into();
         let new = vec![edited, old[1].clone(), resource("c.toml", "b.tmpl")];
         let batch = changed(&["/tmp/.c/conf.d/a.toml", "/tmp/.c/conf.d/c.toml"]);
-        assert_eq!(affected(&paths(), &batch, &old, &new), names(&["a.toml", "c.toml"]));
+        assert_eq!(
+            affected(&paths(), &batch, &old, &new),
+            names(&["a.toml", "c.toml"])
+        );
         let swap = changed(&["/tmp/.c/templates/.a.tmpl.swp", "/tmp/.c/templates/a.tmpl~"]);
         assert_eq!(affected(&paths(), &swap, &old, &old), Affected::Nothing);
     }

@@ -172,7 +172,9 @@ impl Daemon {
         daemon.telemetry.revision(daemon.mirror.revision());
         daemon.tally.expect(daemon.scheduler.resources());
         let resources: Vec<_> = daemon.scheduler.resources().cloned().collect();
-        daemon.telemetry.resources(reconfigure::files_of(&resources));
+        daemon
+            .telemetry
+            .resources(reconfigure::files_of(&resources));
         if resources.is_empty() && mode != Mode::Onetime {
             let status = daemon.status_line();
             daemon.systemd.ready(&status);

@@ -44,7 +44,10 @@ impl Daemon {
         }
         let status = self.status_line();
         if first_pass_done {
-            info!(resources = self.scheduler.resources().count(), "every resource had its first pass: ready");
+            info!(
+                resources = self.scheduler.resources().count(),
+                "every resource had its first pass: ready"
+            );
             self.systemd.ready(&status);
         } else {
             self.systemd.status(&status);
@@ -112,7 +115,8 @@ impl Tally {
         if done {
             self.first_pass = None;
         }
-        self.last_ok.insert(outcome.resource, outcome.result.is_ok());
+        self.last_ok
+            .insert(outcome.resource, outcome.result.is_ok());
         done
     }
 

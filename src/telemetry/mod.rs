@@ -105,7 +105,10 @@ impl Telemetry {
     /// The result of a confdir reload: `Err` says why the new set was refused.
     pub fn confdir_reload(&self, result: Result<(), String>) {
         let label = if result.is_ok() { "ok" } else { "refused" };
-        self.metrics.confdir_reloads.with_label_values(&[label]).inc();
+        self.metrics
+            .confdir_reloads
+            .with_label_values(&[label])
+            .inc();
         if let Err(error) = result {
             self.status().confdir.last_refused = Some(Refused {
                 at: now_rfc3339(),
