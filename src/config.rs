@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::Cli;
-use crate::values::{Wait, WaitError, toml_error_message};
+use crate::values::{Wait, WaitError, toml_error_redacted};
 
 pub const DEFAULT_CONFDIR: &str = "/etc/conflux";
 pub const DEFAULT_NODE: &str = crate::backend::etcd::DEFAULT_ENDPOINT;
@@ -177,10 +177,13 @@ fn read_config_file(cli: &Cli) -> Result<(RawConfig, PathBuf), ConfigError> {
     Ok((raw, path))
 }
 
+/// Keys whose values are credentials: a config error never shows them.
+const SECRET_KEYS: &[&str] = &["password", "username", "client_key"];
+
 fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::File {
         path: path.to_path_buf(),
-        message: toml_error_message(&e),
+        message: toml_error_redacted(&e, text, SECRET_KEYS),
     })
 }
 

@@ -114,8 +114,10 @@ pub async fn run(
         // A daemon stopped by a signal exits 0, whatever its resources' last passes:
         // it did what it was asked until then.
         (Ok(_), _) => Ok(Report::default()),
-        // A one-shot run whose read failed applied nothing: exit 1, try again later.
-        (Err(DaemonError::Backend(e)), Mode::Onetime) => Ok(all_failed(&e)),
+        // A one-shot run whose read failed applied nothing: exit 1 when the backend is
+        // away (try again later), 2 when it refuses for good (a data file that does
+        // not parse, a user without permission): retrying would not help.
+        (Err(DaemonError::Backend(e)), Mode::Onetime) if e.is_transient() => Ok(all_failed(&e)),
         (Err(DaemonError::Backend(e)), _) => Err(e.into()),
     }
 }

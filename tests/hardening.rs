@@ -98,3 +98,131 @@ async fn an_owed_reload_runs_although_a_newer_render_fails_its_check() {
         "the bad render never reached dest"
     );
 }
+
+/// Regression: a CA file that is not PEM was accepted at startup and failed at every
+/// connection later (exit 1, as if etcd were away); it is a configuration error.
+#[test]
+fn a_tls_file_that_is_not_pem_is_a_configuration_error() {
+    let dir = Confdir::new();
+    app(&dir, "true");
+    let ca = dir.write("ca.pem", "this is not a certificate\n");
+    dir.run(&[
+        "--onetime",
+        "--backend",
+        "etcdv3",
+        "--node",
+        "https://127.0.0.1:1",
+        "--client-ca-keys",
+        ca.to_str().unwrap(),
+    ])
+    .assert_code(2)
+    .assert_stderr_contains(ca.to_str().unwrap())
+    .assert_stderr_contains("PEM");
+}
+
+/// Regression: a syntax error in conflux.toml printed the line holding the password.
+#[test]
+fn a_config_error_never_prints_a_secret() {
+    let dir = Confdir::new();
+    app(&dir, "true");
+    dir.write("conflux.toml", "backend = \"env\"\npassword = 'hunter2\n");
+    let run = dir.run(&["--onetime"]);
+    run.assert_code(2).assert_stderr_contains("line 2");
+    assert!(!run.stderr.contains("hunter2"), "{}", run.stderr);
+    dir.write("conflux.toml", "backend = \"env\"\npassword = 12345678\n");
+    let run = dir.run(&["--onetime"]);
+    run.assert_code(2).assert_stderr_contains("password");
+    assert!(!run.stderr.contains("12345678"), "{}", run.stderr);
+}
+
+/// Regression: check and reload commands inherited CONFLUX_PASSWORD (and every other
+/// credential in conflux's environment).
+#[test]
+fn commands_never_see_conflux_credentials() {
+    let dir = Confdir::new();
+    app(&dir, "env > $(dirname {{.dest}})/reload.env");
+    let run = dir.run_env(
+        &["--onetime", "--backend", "env"],
+        &[
+            ("CONFLUX_PASSWORD", "hunter2"),
+            ("CONFLUX_USERNAME", "admin"),
+            ("APP_X", "1"),
+            ("SERVICE_TOKEN_FILE", "/run/kept"),
+        ],
+    );
+    run.assert_code(0);
+    let env = dir.read("out/reload.env");
+    assert!(
+        !env.contains("hunter2") && !env.contains("CONFLUX_"),
+        "{env}"
+    );
+    assert!(
+        env.contains("SERVICE_TOKEN_FILE=/run/kept"),
+        "the service's own variables stay"
+    );
+}
+
+/// Regression: `{{.dest}}` went into the command line unquoted, so a dest holding `;`
+/// ran a command of its own. Such a dest is refused at load, naming file and line.
+#[test]
+fn a_dest_with_shell_syntax_is_refused_before_any_command_runs() {
+    let dir = Confdir::new();
+    dir.template("app.tmpl", "x\n");
+    dir.resource(
+        "app.toml",
+        "[template]\nsrc = \"app.tmpl\"\ndest = \"out/a;touch pwned\"\nreload_cmd = \"cat {{.dest}}\"\n",
+    );
+    dir.run(&["--onetime", "--backend", "env"])
+        .assert_code(1)
+        .assert_stderr_contains("app.toml")
+        .assert_stderr_contains("line 3")
+        .assert_stderr_contains("`;`");
+    assert!(!dir.exists("pwned") && !dir.exists("out/pwned"));
+    assert!(!dir.exists("out/a;touch pwned"));
+}
+
+/// Regression: a value that is not UTF-8 became U+FFFD without a word. It still does
+/// (templates deal in strings, as confd's), but the log names the key, once.
+#[tokio::test]
+async fn a_value_that_is_not_utf8_is_warned_about_once_naming_its_key() {
+    let etcd = EtcdServer::start().await;
+    etcd.client()
+        .await
+        .put("/app/x", vec![0xffu8, 0xfe, b'a'], None)
+        .await
+        .unwrap();
+    let dir = Confdir::new();
+    app(&dir, "true");
+    let run = dir.run(&[
+        "--onetime",
+        "--backend",
+        "etcdv3",
+        "--node",
+        &etcd.endpoint(),
+    ]);
+    run.assert_code(0);
+    assert_eq!(dir.read("out/app.conf"), "x=\u{fffd}\u{fffd}a\n");
+    let warnings: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("not UTF-8"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{}", run.stderr);
+    assert!(warnings[0].contains("/app/x"), "{}", warnings[0]);
+}
+
+/// Regression: one key spelled twice in a data file (`a: {b: x}` and `"a/b": y`)
+/// collided silently. A one-shot run now stops with a configuration error naming the
+/// file and the key; the file it would have written is untouched.
+#[test]
+fn a_data_file_giving_one_key_twice_is_a_configuration_error() {
+    let dir = Confdir::new();
+    app(&dir, "true");
+    dir.write("out/app.conf", "x=old\n");
+    dir.write("data.yaml", "app:\n  x: 1\n\"app/x\": 2\n");
+    crate::onetime::run_app(&dir, &[])
+        .assert_code(2)
+        .assert_stderr_contains("data.yaml")
+        .assert_stderr_contains("/app/x");
+    assert_eq!(dir.read("out/app.conf"), "x=old\n");
+}

@@ -33,14 +33,16 @@ pub use self::connect::{DEFAULT_ENDPOINT, EtcdOptions};
 pub use self::error::{ClientError, EtcdError};
 
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use etcd_client::{Client, GetOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use self::connect::{connect_options, has_tls_files};
 use self::error::{classify, is_invalid_token, status_code, transient};
@@ -65,6 +67,8 @@ pub struct EtcdBackend {
     /// The cluster the last snapshot was read from (0 until one was read): a watch
     /// answered by another one must not be trusted to continue its history.
     cluster_id: AtomicU64,
+    /// Keys already warned about for bytes that are not UTF-8 (once per key).
+    lossy: Mutex<HashSet<String>>,
     endpoints: Vec<String>,
     request_timeout: Duration,
     progress_interval: Duration,
@@ -95,6 +99,7 @@ impl EtcdBackend {
         Ok(EtcdBackend {
             client,
             cluster_id: AtomicU64::new(0),
+            lossy: Mutex::new(HashSet::new()),
             endpoints: opts.endpoints,
             request_timeout: opts.request_timeout,
             progress_interval: opts.progress_interval,
@@ -157,10 +162,8 @@ impl EtcdBackend {
                 for kv in get.kvs() {
                     let key = String::from_utf8_lossy(kv.key());
                     if keys::selects(selector, &key) {
-                        kvs.insert(
-                            key.into_owned(),
-                            String::from_utf8_lossy(kv.value()).into_owned(),
-                        );
+                        let (key, value) = self.text(kv.key(), kv.value());
+                        kvs.insert(key, value);
                     }
                 }
             }
@@ -194,14 +197,8 @@ impl EtcdBackend {
         let kvs = resp
             .kvs()
             .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()), kv))
-            .filter(|(key, _)| selection.selects(key))
-            .map(|(key, kv)| {
-                (
-                    key.into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
+            .filter(|kv| selection.selects(&String::from_utf8_lossy(kv.key())))
+            .map(|kv| self.text(kv.key(), kv.value()))
             .collect();
         Ok(Snapshot::new(
             header_revision(resp.header(), Action::Snapshot)?,
@@ -304,6 +301,26 @@ impl EtcdBackend {
             self.cluster_id
                 .store(header.cluster_id(), Ordering::Relaxed);
         }
+    }
+
+    /// A key and its value as text. Templates deal in strings, as confd's do: invalid
+    /// UTF-8 is replaced with U+FFFD, and said once per key (naming the key, never the
+    /// value), so that a binary value does not slip into a config unnoticed.
+    fn text(&self, key: &[u8], value: &[u8]) -> (String, String) {
+        let key_text = String::from_utf8_lossy(key).into_owned();
+        let value_text = String::from_utf8_lossy(value).into_owned();
+        let bad_key = std::str::from_utf8(key).is_err();
+        if (bad_key || std::str::from_utf8(value).is_err())
+            && self
+                .lossy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key_text.clone())
+        {
+            let what = if bad_key { "key" } else { "value" };
+            warn!(key = %key_text, "the {what} is not UTF-8: invalid bytes read as U+FFFD");
+        }
+        (key_text, value_text)
     }
 
     /// Whether `cluster_id` differs from the snapshot's cluster (known ones only).

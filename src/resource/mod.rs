@@ -91,6 +91,10 @@ pub enum Problem {
     },
     #[error(transparent)]
     Wait(#[from] WaitError),
+    #[error("dest: {0}")]
+    UnsafeDest(#[source] crate::command::UnsafePath),
+    #[error("{key}: 0 would kill every run of the command at once; give a duration above 0")]
+    ZeroTimeout { key: &'static str },
 }
 
 /// A resource file as written.
@@ -202,6 +206,13 @@ fn validate(
     };
     let prefix = keys::join(layout.prefix, &t.prefix);
     let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
+    let check = non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout));
+    let reload = non_empty(&t.reload_cmd).map(|l| Command::new(l, reload_timeout));
+    // Paths go into command lines unquoted, as confd puts them: one the shell would
+    // read as syntax is refused here rather than run.
+    if check.iter().chain(&reload).any(Command::uses_paths) {
+        crate::command::check_path(&dest).map_err(|e| (at(&t.dest), Problem::UnsafeDest(e)))?;
+    }
     Ok(Resource {
         name,
         file: file.to_path_buf(),
@@ -212,8 +223,8 @@ fn validate(
         mode,
         uid,
         gid,
-        check: non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout)),
-        reload: non_empty(&t.reload_cmd).map(|l| Command::new(l, reload_timeout)),
+        check,
+        reload,
         wait,
     })
 }
@@ -228,8 +239,11 @@ fn timeout(
 ) -> Result<std::time::Duration, Invalid> {
     match field {
         None => Ok(DEFAULT_TIMEOUT),
-        Some(v) => parse_duration(v.get_ref())
-            .map_err(|source| (Some(v.span()), Problem::Timeout { key, source })),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => Err((Some(v.span()), Problem::ZeroTimeout { key })),
+            Ok(d) => Ok(d),
+            Err(source) => Err((Some(v.span()), Problem::Timeout { key, source })),
+        },
     }
 }
 
@@ -381,6 +395,14 @@ wait = "100ms:2s"
             (
                 "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"soon\"\n",
                 &["line 4", "check_timeout"],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/a;touch b\"\nreload_cmd = \"cat {{.dest}}\"\n",
+                &["line 3", "dest", "`;`"],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"0s\"\n",
+                &["line 4", "check_timeout", "0"],
             ),
             ("[template\n", &["one.toml", "line 1"]),
             ("[[template]]\nsrc = \"app.tmpl\"\n", &["one.toml"]),

@@ -99,13 +99,13 @@ pub(super) fn connect_options(opts: &EtcdOptions) -> Result<ConnectOptions, Back
 fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions, BackendError> {
     let mut tls = TlsOptions::new();
     if let Some(ca) = &opts.ca_file {
-        tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, "CA")?));
+        tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, Pem::Certificates)?));
     }
     match (&opts.cert_file, &opts.key_file) {
         (Some(cert), Some(key)) => {
             tls = tls.identity(Identity::from_pem(
-                read_pem(cert, "client certificate")?,
-                read_pem(key, "client key")?,
+                read_pem(cert, Pem::ClientCertificate)?,
+                read_pem(key, Pem::ClientKey)?,
             ));
         }
         (None, None) => {}
@@ -116,11 +116,48 @@ fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions, BackendError> {
     Ok(tls)
 }
 
-fn read_pem(path: &Path, what: &'static str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|source| {
+/// What a TLS file must hold.
+#[derive(Debug, Clone, Copy)]
+enum Pem {
+    Certificates,
+    ClientCertificate,
+    ClientKey,
+}
+
+impl Pem {
+    fn what(self) -> &'static str {
+        match self {
+            Pem::Certificates => "CA",
+            Pem::ClientCertificate => "client certificate",
+            Pem::ClientKey => "client key",
+        }
+    }
+}
+
+/// Reads a TLS file and checks that it holds what it must, in PEM: a file that does
+/// not is a configuration error now, not a handshake that fails at every connection
+/// later (and that retrying would never fix).
+fn read_pem(path: &Path, kind: Pem) -> Result<Vec<u8>, BackendError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let what = kind.what();
+    let fail = |cause| fatal(Action::Connect, cause);
+    let bytes = std::fs::read(path).map_err(|source| {
         let path = path.to_path_buf();
-        fatal(Action::Connect, EtcdError::TlsFile { what, path, source })
-    })
+        fail(EtcdError::TlsFile { what, path, source })
+    })?;
+    let valid = match kind {
+        Pem::Certificates | Pem::ClientCertificate => {
+            let mut certs = CertificateDer::pem_slice_iter(&bytes).peekable();
+            certs.peek().is_some() && certs.all(|c| c.is_ok())
+        }
+        Pem::ClientKey => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+    };
+    if !valid {
+        let path = path.to_path_buf();
+        return Err(fail(EtcdError::NotPem { what, path }));
+    }
+    Ok(bytes)
 }
 
 #[cfg(test)]

@@ -49,6 +49,8 @@ pub enum EtcdError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{what} {} holds no PEM {what} (a certificate's BEGIN CERTIFICATE block, or a key's BEGIN PRIVATE KEY block)", path.display())]
+    NotPem { what: &'static str, path: PathBuf },
     #[error("response without a header")]
     NoHeader,
     #[error("unexpected txn response at revision {revision}")]

@@ -156,7 +156,7 @@ impl EtcdBackend {
                     {
                         return Ok(Restart::Stop);
                     }
-                    for (revision, events) in revisions(&resp, selectors) {
+                    for (revision, events) in revisions(self, &resp, selectors) {
                         if !events.is_empty()
                             && !send(changes, Change::Events { revision, events }, shutdown).await
                         {
@@ -245,15 +245,16 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// A watch response's events grouped by revision, in order, keeping only selected keys.
 /// A revision whose events were all filtered out stays, with no events, so that the
 /// watch still moves past it.
-fn revisions(resp: &WatchResponse, selectors: &[String]) -> Vec<(i64, Vec<Event>)> {
+fn revisions(
+    backend: &EtcdBackend,
+    resp: &WatchResponse,
+    selectors: &[String],
+) -> Vec<(i64, Vec<Event>)> {
     let events = resp.events().iter().filter_map(|event| {
         let kv = event.kv()?;
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let (key, value) = backend.text(kv.key(), kv.value());
         let change = match event.event_type() {
-            EventType::Put => Event::Put {
-                key,
-                value: String::from_utf8_lossy(kv.value()).into_owned(),
-            },
+            EventType::Put => Event::Put { key, value },
             EventType::Delete => Event::Delete { key },
         };
         Some((kv.mod_revision(), change))

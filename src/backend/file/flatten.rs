@@ -27,12 +27,12 @@ pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, ParseError> {
         }
         Format::Json => {
             let doc: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Json)?;
-            flatten_json(&doc, "/", &mut kvs);
+            flatten_json(&doc, "/", &mut kvs)?;
         }
         Format::Toml => {
             let doc: toml::Table =
                 toml::from_str(text).map_err(|err| ParseError::toml(text, err))?;
-            flatten_toml(&toml::Value::Table(doc), "/", &mut kvs);
+            flatten_toml(&toml::Value::Table(doc), "/", &mut kvs)?;
         }
     }
     if kvs.contains_key("/") {
@@ -45,9 +45,9 @@ fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<()
     use yaml_serde::Value;
     match node {
         Value::Null => {}
-        Value::Bool(b) => put(out, key, b.to_string()),
-        Value::Number(n) => put(out, key, yaml_number(n)),
-        Value::String(s) => put(out, key, s.clone()),
+        Value::Bool(b) => put(out, key, b.to_string(), Format::Yaml)?,
+        Value::Number(n) => put(out, key, yaml_number(n), Format::Yaml)?,
+        Value::String(s) => put(out, key, s.clone(), Format::Yaml)?,
         Value::Sequence(items) => {
             for (i, item) in items.iter().enumerate() {
                 flatten_yaml(item, &keys::join(key, &i.to_string()), out)?;
@@ -88,56 +88,68 @@ fn yaml_number(n: &yaml_serde::Number) -> String {
     }
 }
 
-fn flatten_json(node: &serde_json::Value, key: &str, out: &mut Kvs) {
+fn flatten_json(node: &serde_json::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
     use serde_json::Value;
     match node {
         Value::Null => {}
-        Value::Bool(b) => put(out, key, b.to_string()),
+        Value::Bool(b) => put(out, key, b.to_string(), Format::Json)?,
         Value::Number(n) => {
             let text = match (n.as_i64(), n.as_u64()) {
                 (Some(i), _) => i.to_string(),
                 (None, Some(u)) => u.to_string(),
                 _ => go_float(n.as_f64().unwrap_or(f64::NAN)),
             };
-            put(out, key, text);
+            put(out, key, text, Format::Json)?;
         }
-        Value::String(s) => put(out, key, s.clone()),
+        Value::String(s) => put(out, key, s.clone(), Format::Json)?,
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                flatten_json(item, &keys::join(key, &i.to_string()), out);
+                flatten_json(item, &keys::join(key, &i.to_string()), out)?;
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                flatten_json(v, &keys::join(key, k), out);
+                flatten_json(v, &keys::join(key, k), out)?;
             }
         }
     }
+    Ok(())
 }
 
-fn flatten_toml(node: &toml::Value, key: &str, out: &mut Kvs) {
+fn flatten_toml(node: &toml::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
     use toml::Value;
+    let toml = Format::Toml;
     match node {
-        Value::String(s) => put(out, key, s.clone()),
-        Value::Integer(i) => put(out, key, i.to_string()),
-        Value::Float(f) => put(out, key, go_float(*f)),
-        Value::Boolean(b) => put(out, key, b.to_string()),
-        Value::Datetime(d) => put(out, key, d.to_string()),
+        Value::String(s) => put(out, key, s.clone(), toml)?,
+        Value::Integer(i) => put(out, key, i.to_string(), toml)?,
+        Value::Float(f) => put(out, key, go_float(*f), toml)?,
+        Value::Boolean(b) => put(out, key, b.to_string(), toml)?,
+        Value::Datetime(d) => put(out, key, d.to_string(), toml)?,
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                flatten_toml(item, &keys::join(key, &i.to_string()), out);
+                flatten_toml(item, &keys::join(key, &i.to_string()), out)?;
             }
         }
         Value::Table(map) => {
             for (k, v) in map {
-                flatten_toml(v, &keys::join(key, k), out);
+                flatten_toml(v, &keys::join(key, k), out)?;
             }
         }
     }
+    Ok(())
 }
 
-fn put(out: &mut Kvs, key: &str, value: String) {
-    out.insert(key.to_string(), value);
+fn put(out: &mut Kvs, key: &str, value: String, format: Format) -> Result<(), ParseError> {
+    match out.entry(key.to_string()) {
+        std::collections::btree_map::Entry::Occupied(_) => Err(ParseError::Collision {
+            format,
+            key: key.to_string(),
+        }),
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+    }
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that read back
@@ -153,6 +165,27 @@ fn go_float(f: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `a: {b: x}` and `"a/b": y` in one file collided silently (the map's
+    /// order decided which value a template saw).
+    #[test]
+    fn one_key_given_twice_in_one_file_is_an_error_naming_it() {
+        let cases = [
+            ("a: {b: x}\n\"a/b\": y\n", Format::Yaml),
+            ("{\"a\": {\"b\": 1}, \"a/b\": 2}", Format::Json),
+            ("\"a/b\" = 1\n[a]\nb = 2\n", Format::Toml),
+            ("a//b: 1\na/b: 2\n", Format::Yaml),
+        ];
+        for (text, format) in cases {
+            let err = parse(text, format).expect_err(text);
+            assert!(
+                matches!(err, ParseError::Collision { .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains("/a/b"), "{err}");
+        }
+        assert!(parse("a: {b: x}\nc: y\n", Format::Yaml).is_ok());
+    }
 
     fn kvs(pairs: &[(&str, &str)]) -> Kvs {
         pairs

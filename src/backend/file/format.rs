@@ -61,6 +61,10 @@ pub enum ParseError {
     NotACollection { format: Format },
     #[error("a map key under {key} is not a scalar")]
     KeyNotScalar { key: String },
+    /// Two spellings of one key in one file (`a: {b: x}` and `"a/b": y`): which value
+    /// wins would depend on the map's order, so neither is taken.
+    #[error("key {key} is given twice (nested and as a path with `/`, or once as `a//b`)")]
+    Collision { format: Format, key: String },
 }
 
 impl ParseError {
@@ -69,7 +73,7 @@ impl ParseError {
             ParseError::Yaml(_) | ParseError::KeyNotScalar { .. } => Format::Yaml,
             ParseError::Json(_) => Format::Json,
             ParseError::Toml { .. } => Format::Toml,
-            ParseError::NotACollection { format } => *format,
+            ParseError::NotACollection { format } | ParseError::Collision { format, .. } => *format,
         }
     }
 
@@ -79,7 +83,9 @@ impl ParseError {
             ParseError::Yaml(err) => err.location().map(|l| l.line()),
             ParseError::Json(err) => Some(err.line()).filter(|line| *line > 0),
             ParseError::Toml { line_column, .. } => line_column.map(|(line, _)| line),
-            ParseError::NotACollection { .. } | ParseError::KeyNotScalar { .. } => None,
+            ParseError::NotACollection { .. }
+            | ParseError::KeyNotScalar { .. }
+            | ParseError::Collision { .. } => None,
         }
     }
 
