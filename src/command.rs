@@ -417,3 +417,25 @@ mod tests {
         assert!(exited(pid), "background child {pid} survived the timeout");
     }
 }
+
+/// Properties over any input: path validation never panics, and a path of the plain
+/// characters always passes while one with a shell character never does.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_paths_pass_and_shell_syntax_never_does(
+            plain in "[A-Za-z0-9/._+@:,=%-]{1,24}",
+            bad in prop::sample::select(SHELL_SPECIAL.to_vec()),
+            at in 0usize..24,
+        ) {
+            prop_assert!(check_path(Path::new(&plain)).is_ok());
+            let mut unsafe_path = plain.clone();
+            unsafe_path.insert(at.min(plain.len()), bad);
+            prop_assert!(check_path(Path::new(&unsafe_path)).is_err());
+        }
+    }
+}

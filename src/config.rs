@@ -420,3 +420,25 @@ mod tests {
         assert!(merge(&cli(&["--log-level", "loud"]), RawConfig::default()).is_err());
     }
 }
+
+/// Properties over any input: no config file text panics the parser.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_config_text_neither_panics(text in ".{0,80}") {
+            let _ = parse_config(Path::new("conflux.toml"), &text);
+        }
+
+        #[test]
+        fn any_value_of_a_known_key_neither_panics(key in "(backend|prefix|wait|log-level|nodes|interval|password)", value in ".{0,16}") {
+            let text = format!("{key} = {value:?}\n");
+            if let Ok(raw) = parse_config(Path::new("conflux.toml"), &text) {
+                let _ = merge(&Cli::default(), raw);
+            }
+        }
+    }
+}

@@ -241,3 +241,34 @@ mod tests {
         assert!(parse_duration("5 days").is_err());
     }
 }
+
+/// Properties over any input: the parsers never panic, and what they print parses back.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_neither_panics(text in ".{0,24}") {
+            let _ = parse_duration(&text);
+            let _ = parse_mode(&text);
+            let _ = text.parse::<Wait>();
+        }
+
+        #[test]
+        fn a_wait_prints_what_parses_back(min in 0u64..10_000_000, extra in 0u64..10_000_000) {
+            let wait = Wait {
+                min: Duration::from_millis(min),
+                max: Duration::from_millis(min + extra),
+            };
+            prop_assert_eq!(wait.to_string().parse::<Wait>(), Ok(wait));
+        }
+
+        #[test]
+        fn every_mode_in_octal_parses_back(mode in 0u32..=0o7777) {
+            prop_assert_eq!(parse_mode(&format!("{mode:o}")), Ok(mode));
+            prop_assert_eq!(parse_mode(&format!("0{mode:o}")), Ok(mode));
+        }
+    }
+}

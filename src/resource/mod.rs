@@ -415,3 +415,53 @@ wait = "100ms:2s"
         }
     }
 }
+
+/// Properties over any input: no resource file text panics loading, and every key's
+/// value, whatever it is, gives a resource or an error naming the file.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn layout_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf.d")).expect("conf.d");
+        std::fs::create_dir_all(dir.path().join("templates")).expect("templates");
+        std::fs::write(dir.path().join("templates/app.tmpl"), "x").expect("template");
+        dir
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_resource_text_loads_or_names_the_file(text in ".{0,120}") {
+            let dir = layout_dir();
+            let file = dir.path().join("conf.d/r.toml");
+            std::fs::write(&file, &text).expect("write");
+            let layout = Layout { confdir: dir.path(), prefix: "/" };
+            if let Err(e) = load(&layout, "r.toml".into(), &file) {
+                prop_assert!(e.to_string().contains("r.toml"));
+            }
+        }
+
+        #[test]
+        fn any_value_of_every_key_loads_or_names_the_file(
+            key in "(mode|owner|group|check_timeout|reload_timeout|wait|dest|prefix|check_cmd)",
+            value in ".{0,20}",
+        ) {
+            let dir = layout_dir();
+            let file = dir.path().join("conf.d/r.toml");
+            let text = if key == "dest" {
+                format!("[template]\nsrc = \"app.tmpl\"\ndest = {value:?}\n")
+            } else {
+                format!("[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\n{key} = {value:?}\n")
+            };
+            std::fs::write(&file, &text).expect("write");
+            let layout = Layout { confdir: dir.path(), prefix: "/" };
+            if let Err(e) = load(&layout, "r.toml".into(), &file) {
+                prop_assert!(e.to_string().contains("r.toml"), "{}", e);
+            }
+        }
+    }
+}

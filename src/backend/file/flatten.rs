@@ -343,3 +343,39 @@ name = \"u\"
         );
     }
 }
+
+/// Properties over any input: no document panics the flattener, and nested maps of
+/// plain keys come back as the paths and values they hold.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_in_any_format_neither_panics(text in ".{0,64}") {
+            for format in [Format::Yaml, Format::Json, Format::Toml] {
+                let _ = parse(&text, format);
+            }
+        }
+
+        #[test]
+        fn nested_json_flattens_to_its_paths(
+            tree in proptest::collection::btree_map(
+                "[a-z]{1,4}",
+                proptest::collection::btree_map("[a-z]{1,4}", "[a-zA-Z0-9 ]{0,8}", 1..4),
+                1..4,
+            )
+        ) {
+            let text = serde_json::to_string(&tree).expect("serializable");
+            let kvs = parse(&text, Format::Json).expect("valid JSON");
+            let mut expected = Kvs::new();
+            for (a, inner) in &tree {
+                for (b, value) in inner {
+                    expected.insert(format!("/{a}/{b}"), value.clone());
+                }
+            }
+            prop_assert_eq!(kvs, expected);
+        }
+    }
+}
