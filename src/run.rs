@@ -278,7 +278,9 @@ fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
             let state = StateDir::open(&config.state_dir, !config.noop).map_err(RunError::from)?;
             let set = Confdir::load(&config).map_err(RunError::from)?;
             set.log_problems(&config.conf_d());
-            let templates = set.templates.errors().count();
+            // A broken template that no resource renders (a README, a draft) does not
+            // hold the reload back: it was warned about.
+            let templates = set.broken_templates_in_use().len();
             if !set.errors.is_empty() || templates > 0 {
                 return Err(ReloadError::Broken {
                     resources: set.errors.len(),

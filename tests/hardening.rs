@@ -226,3 +226,79 @@ fn a_data_file_giving_one_key_twice_is_a_configuration_error() {
         .assert_stderr_contains("/app/x");
     assert_eq!(dir.read("out/app.conf"), "x=old\n");
 }
+
+/// Regression: two resources with one dest were applied side by side and the file's
+/// content flipped between them. It is a configuration error naming both.
+#[test]
+fn two_resources_with_one_dest_are_a_configuration_error_naming_both() {
+    let dir = Confdir::new();
+    dir.template("app.tmpl", "x\n");
+    for name in ["one", "two"] {
+        dir.resource(
+            &format!("{name}.toml"),
+            "[template]\nsrc = \"app.tmpl\"\ndest = \"out/./app.conf\"\n",
+        );
+    }
+    dir.resource(
+        "sub/three.toml",
+        "[template]\nsrc = \"app.tmpl\"\ndest = \"out/other.conf\"\n",
+    );
+    dir.run(&["--onetime", "--backend", "env"])
+        .assert_code(2)
+        .assert_stderr_contains("one.toml")
+        .assert_stderr_contains("two.toml")
+        .assert_stderr_contains("app.conf");
+    assert!(!dir.exists("out/app.conf") && !dir.exists("out/other.conf"));
+}
+
+/// Regression: an editor's swap file (or any file no resource renders, such as a
+/// README) in templates/ made every SIGHUP reload fail and logged an error at each
+/// start. Hidden and backup files are not templates; an unused broken one is a warning.
+#[tokio::test]
+async fn a_swap_file_or_a_readme_in_templates_does_not_block_a_reload() {
+    let etcd = EtcdServer::start().await;
+    etcd.put("/app/x", "1").await;
+    let dir = Confdir::new();
+    app(&dir, "true");
+    let daemon = watch(&dir, &etcd);
+    daemon
+        .wait_for("applied", PATIENCE, || {
+            dir.try_read("out/app.conf").is_some()
+        })
+        .await;
+    dir.template(".app.tmpl.swp", "{{ half written");
+    dir.template("app.tmpl~", "{{ old");
+    dir.template("README", "how these templates work: {{ not a template }}");
+    dir.template("app.tmpl", "x is {{ getv(key=\"/x\") }}\n");
+    daemon.signal(nix::sys::signal::Signal::SIGHUP);
+    daemon
+        .wait_for("the reload applied", PATIENCE, || {
+            dir.try_read("out/app.conf").as_deref() == Some("x is 1\n")
+        })
+        .await;
+    let stderr = daemon.stderr();
+    assert!(!stderr.contains("reload refused"), "{stderr}");
+    assert!(
+        stderr.contains("a template no resource renders did not load"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(".app.tmpl.swp"),
+        "hidden files are not read: {stderr}"
+    );
+}
+
+/// Regression: a dest under /proc failed with "directory /proc/... does not exist".
+#[test]
+fn a_dest_in_a_directory_that_takes_no_files_names_the_real_error() {
+    let dir = Confdir::new();
+    dir.template("app.tmpl", "x\n");
+    dir.resource(
+        "app.toml",
+        "[template]\nsrc = \"app.tmpl\"\ndest = \"/proc/conflux-test.conf\"\n",
+    );
+    let run = dir.run(&["--onetime", "--backend", "env"]);
+    run.assert_code(1)
+        .assert_stderr_contains("cannot create a file in /proc");
+    assert!(!run.stderr.contains("does not exist"), "{}", run.stderr);
+}

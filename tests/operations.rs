@@ -263,9 +263,10 @@ async fn an_edited_template_reapplies_only_its_resource_and_a_broken_edit_is_ref
         &etcd,
         &["--log-format", "json", "--metrics-addr", &addr],
     );
+    // The log line comes after the file appears: wait for the lines.
     daemon
         .wait_for("both applied", PATIENCE, || {
-            dir.try_read("out/b.conf").is_some() && dir.try_read("out/a.conf").is_some()
+            applies(&daemon, "a.toml") == 1 && applies(&daemon, "b.toml") == 1
         })
         .await;
     let b_before = applies(&daemon, "b.toml");
