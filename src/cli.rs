@@ -44,6 +44,7 @@ Exit codes (--onetime):
      could not be reached; the others were applied
   2  usage or configuration error: bad flag, bad config file, missing confdir or
      templates, credentials or TLS settings the backend refuses
+  3  with --noop --detailed-exitcode: changes are pending (0 then means none)
 
 Precedence: defaults < config file < CONFLUX_* environment < command line.
 
@@ -165,6 +166,25 @@ pub struct Cli {
     /// with mode 0700 [default: /var/lib/conflux]
     #[arg(long, value_name = "DIR", env = "CONFLUX_STATE_DIR", global = true)]
     pub state_dir: Option<PathBuf>,
+
+    /// Serve /metrics, /health, /ready and /status over HTTP on this address (e.g.
+    /// 127.0.0.1:9100) [default: off]
+    #[arg(long, value_name = "ADDR", env = "CONFLUX_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
+
+    /// Log format on stderr: text or json (one object per line) [default: text]
+    #[arg(long, value_name = "FORMAT", env = "CONFLUX_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+
+    /// With --noop: exit 0 when nothing would change, 3 when changes are pending, 1 on
+    /// errors (as terraform plan -detailed-exitcode)
+    #[arg(long, env = "CONFLUX_DETAILED_EXITCODE")]
+    pub detailed_exitcode: bool,
+
+    /// In --watch mode, do not reload conf.d and templates when they change on disk
+    /// (SIGHUP still does)
+    #[arg(long, env = "CONFLUX_NO_WATCH_CONFDIR")]
+    pub no_watch_confdir: bool,
 
     /// Another tool instead of the daemon; none runs the daemon (or `--onetime`).
     #[command(subcommand)]

@@ -65,12 +65,72 @@ fn quoted(output: &str) -> String {
     }
 }
 
+/// The environment variables a command does not inherit: conflux's own settings
+/// (`CONFLUX_PASSWORD`, `CONFLUX_CLIENT_KEY`, ... are credentials) and systemd's
+/// messages meant for conflux alone (a reload that spoke to `NOTIFY_SOCKET` would speak
+/// for conflux). Everything else is inherited, as a service's own variables
+/// (`PATH`, `KUBECONFIG`, `DOCKER_HOST`) are what reload commands need.
+fn withheld(name: &str) -> bool {
+    name.starts_with("CONFLUX_")
+        || name.starts_with("LISTEN_")
+        || matches!(name, "NOTIFY_SOCKET" | "WATCHDOG_USEC" | "WATCHDOG_PID")
+}
+
+/// Characters a path substituted into a command line may not hold: the shell would
+/// read them as syntax (`;`, `$(...)`, quotes, globs, spaces...).
+const SHELL_SPECIAL: &[char] = &[
+    ';', '&', '|', '<', '>', '(', ')', '$', '`', '\\', '"', '\'', '*', '?', '[', ']', '#', '~',
+    '{', '}', '!', '^',
+];
+
+/// A path that cannot be substituted into a command line safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} holds {}, which the shell would run as syntax in `{{{{.src}}}}`/`{{{{.dest}}}}`; \
+     choose a path without shell special characters or spaces",
+    .path.display(), describe(*.found)
+)]
+pub struct UnsafePath {
+    pub path: std::path::PathBuf,
+    pub found: char,
+}
+
+fn describe(c: char) -> String {
+    match c {
+        ' ' => "a space".to_string(),
+        c if c.is_whitespace() || c.is_control() => format!("the character {c:?}"),
+        c => format!("`{c}`"),
+    }
+}
+
+/// Refuses a path the shell would not read as one plain word. Paths are substituted
+/// unquoted, as confd does (so that lines written as `"{{.src}}"` keep working); a
+/// path that needs no quoting is the only one safe both ways.
+pub fn check_path(path: &Path) -> Result<(), UnsafePath> {
+    let text = path.to_string_lossy();
+    match text
+        .chars()
+        .find(|&c| c.is_whitespace() || c.is_control() || SHELL_SPECIAL.contains(&c))
+    {
+        Some(found) => Err(UnsafePath {
+            path: path.to_path_buf(),
+            found,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Command {
     pub fn new(line: impl Into<String>, timeout: Duration) -> Self {
         Command {
             line: line.into(),
             timeout,
         }
+    }
+
+    /// Whether the line substitutes `{{.src}}` or `{{.dest}}`.
+    pub fn uses_paths(&self) -> bool {
+        self.line.contains("{{") && self.expand(Path::new("\0"), Path::new("\0")) != self.line
     }
 
     /// The shell line with `{{.src}}` (the staged file) and `{{.dest}}` substituted;
@@ -119,6 +179,11 @@ impl Command {
         let (reader, writer) = io::pipe().map_err(spawn)?;
         let stderr = writer.try_clone().map_err(spawn)?;
         let mut shell = std::process::Command::new("/bin/sh");
+        for (name, _) in std::env::vars_os() {
+            if withheld(&name.to_string_lossy()) {
+                shell.env_remove(name);
+            }
+        }
         shell
             .arg("-c")
             .arg(line)
@@ -254,6 +319,42 @@ mod tests {
     }
 
     #[test]
+    fn paths_with_shell_syntax_are_refused_and_plain_ones_pass() {
+        for bad in [
+            "/etc/a;b",
+            "/etc/$(id)",
+            "/etc/a b",
+            "/etc/a`b`",
+            "/etc/a\nb",
+            "/etc/'a'",
+        ] {
+            assert!(check_path(Path::new(bad)).is_err(), "{bad:?}");
+        }
+        for good in [
+            "/etc/nginx/nginx.conf",
+            "/srv/app-1_2/x.y+z@a:b,c=d%",
+            "/opt/é.conf",
+        ] {
+            assert_eq!(check_path(Path::new(good)), Ok(()), "{good}");
+        }
+        let err = check_path(Path::new("/etc/a;b")).unwrap_err().to_string();
+        assert!(err.contains("/etc/a;b") && err.contains("`;`"), "{err}");
+    }
+
+    #[test]
+    fn uses_paths_sees_either_placeholder() {
+        assert!(Command::new("nginx -t -c {{ .src }}", DEFAULT_TIMEOUT).uses_paths());
+        assert!(Command::new("cp x {{.dest}}", DEFAULT_TIMEOUT).uses_paths());
+        assert!(!Command::new("nginx -s reload {{.other}}", DEFAULT_TIMEOUT).uses_paths());
+    }
+
+    #[test]
+    fn conflux_settings_and_systemd_variables_are_withheld() {
+        assert!(withheld("CONFLUX_PASSWORD") && withheld("NOTIFY_SOCKET"));
+        assert!(!withheld("PATH") && !withheld("KUBECONFIG"));
+    }
+
+    #[test]
     fn success_returns_status_and_trimmed_output() {
         let out = run("echo hello; echo world >&2", DEFAULT_TIMEOUT).unwrap();
         assert!(out.status.success());
@@ -331,5 +432,27 @@ mod tests {
             tries += 1;
         }
         assert!(exited(pid), "background child {pid} survived the timeout");
+    }
+}
+
+/// Properties over any input: path validation never panics, and a path of the plain
+/// characters always passes while one with a shell character never does.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn plain_paths_pass_and_shell_syntax_never_does(
+            plain in "[A-Za-z0-9/._+@:,=%-]{1,24}",
+            bad in prop::sample::select(SHELL_SPECIAL.to_vec()),
+            at in 0usize..24,
+        ) {
+            prop_assert!(check_path(Path::new(&plain)).is_ok());
+            let mut unsafe_path = plain.clone();
+            unsafe_path.insert(at.min(plain.len()), bad);
+            prop_assert!(check_path(Path::new(&unsafe_path)).is_err());
+        }
     }
 }

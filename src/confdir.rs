@@ -38,6 +38,14 @@ pub enum ConfdirError {
     },
     #[error(transparent)]
     Templates(#[from] LoadError),
+    /// Two resources writing one file would apply side by side and the file would
+    /// flip between them.
+    #[error("{} and {} both write {}: each file belongs to one resource", .first.display(), .second.display(), .dest.display())]
+    SameDest {
+        dest: PathBuf,
+        first: PathBuf,
+        second: PathBuf,
+    },
 }
 
 impl Confdir {
@@ -52,6 +60,7 @@ impl Confdir {
         require_dir(&layout.templates(), "templates directory")?;
         let templates = Templates::load(&layout.templates())?;
         let (resources, errors) = load_resources(&layout)?;
+        one_resource_per_dest(&resources)?;
         Ok(Confdir {
             resources,
             templates: Arc::new(templates),
@@ -60,22 +69,32 @@ impl Confdir {
     }
 
     /// Logs the resource files and templates that could not be loaded, and an empty
-    /// conf.d.
+    /// conf.d. A broken template that no resource renders is only a warning.
     pub fn log_problems(&self, conf_d: &Path) {
         for e in &self.errors {
             error!(file = %e.file.display(), cause = %e, "resource skipped");
         }
+        let used = self.broken_templates_in_use();
         for (name, cause) in self.templates.errors() {
-            error!(template = name, cause = %cause, "template did not load");
+            if used.contains(&name) {
+                error!(template = name, cause = %cause, "template did not load");
+            } else {
+                warn!(template = name, cause = %cause, "a template no resource renders did not load");
+            }
         }
         if self.resources.is_empty() && self.errors.is_empty() {
             warn!(dir = %conf_d.display(), "no resources found");
         }
     }
 
-    /// Resource files and templates that could not be loaded.
-    pub fn broken(&self) -> usize {
-        self.errors.len() + self.templates.errors().count()
+    /// The broken templates that a resource renders (directly; a broken partial also
+    /// breaks every template that includes it).
+    pub fn broken_templates_in_use(&self) -> Vec<&str> {
+        self.templates
+            .errors()
+            .map(|(name, _)| name)
+            .filter(|name| self.resources.iter().any(|r| r.src == *name))
+            .collect()
     }
 
     /// Every selector of every resource, merged into the fewest ranges.
@@ -86,6 +105,36 @@ impl Confdir {
                 .flat_map(|r| r.selectors.iter().cloned()),
         )
     }
+}
+
+/// Refuses two resources with the same dest (compared with `.` and `..` resolved).
+fn one_resource_per_dest(resources: &[Resource]) -> Result<(), ConfdirError> {
+    let mut owners: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
+    for r in resources {
+        if let Some(first) = owners.insert(lexically_clean(&r.dest), &r.file) {
+            return Err(ConfdirError::SameDest {
+                dest: r.dest.clone(),
+                first: first.to_path_buf(),
+                second: r.file.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn lexically_clean(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn require_dir(path: &Path, what: &'static str) -> Result<(), ConfdirError> {

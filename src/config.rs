@@ -12,10 +12,10 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cli::Cli;
-use crate::values::{Wait, WaitError, toml_error_message};
+use crate::values::{Wait, WaitError, toml_error_redacted};
 
 pub const DEFAULT_CONFDIR: &str = "/etc/conflux";
-pub const DEFAULT_NODE: &str = "http://127.0.0.1:2379";
+pub const DEFAULT_NODE: &str = crate::backend::etcd::DEFAULT_ENDPOINT;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 
 /// A configuration problem: exit code 2, nothing was attempted.
@@ -63,6 +63,10 @@ struct RawConfig {
     client_cakeys: Option<PathBuf>,
     wait: Option<String>,
     state_dir: Option<PathBuf>,
+    metrics_addr: Option<String>,
+    #[serde(rename = "log-format", alias = "log_format")]
+    log_format: Option<String>,
+    watch_confdir: Option<bool>,
 }
 
 /// How the process runs.
@@ -110,13 +114,32 @@ pub struct Config {
     pub wait: Wait,
     /// conflux's own state (see [`crate::state`]); absolute.
     pub state_dir: PathBuf,
+    /// Where to serve /metrics, /health, /ready and /status; `None`: nowhere.
+    pub metrics_addr: Option<String>,
+    pub log_format: LogFormat,
+    /// `--noop --detailed-exitcode`: exit 3 when changes are pending.
+    pub detailed_exitcode: bool,
+    /// In watch mode, reload the confdir when it changes on disk.
+    pub watch_confdir: bool,
+    /// The config file read (or that would have been: it may not exist).
+    pub config_file: PathBuf,
+}
+
+/// How logs are written on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    /// One JSON object per line: timestamp, level, message and the structured fields.
+    Json,
 }
 
 impl Config {
     /// Merges defaults, the config file, the environment and the flags.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
-        let file = read_config_file(cli)?;
-        merge(cli, file)
+        let (file, path) = read_config_file(cli)?;
+        let mut config = merge(cli, file)?;
+        config.config_file = absolute(path, "config file")?;
+        Ok(config)
     }
 
     pub fn conf_d(&self) -> PathBuf {
@@ -130,7 +153,7 @@ impl Config {
 
 /// The config file named by `--config-file` (which must exist), else
 /// `<confdir>/conflux.toml` if it exists.
-fn read_config_file(cli: &Cli) -> Result<RawConfig, ConfigError> {
+fn read_config_file(cli: &Cli) -> Result<(RawConfig, PathBuf), ConfigError> {
     let (path, required) = match &cli.config_file {
         Some(p) => (p.clone(), true),
         None => {
@@ -141,20 +164,26 @@ fn read_config_file(cli: &Cli) -> Result<RawConfig, ConfigError> {
             (confdir.join("conflux.toml"), false)
         }
     };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_config(&path, &text),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(RawConfig::default()),
-        Err(e) => Err(ConfigError::File {
-            path,
-            message: e.to_string(),
-        }),
-    }
+    let raw = match std::fs::read_to_string(&path) {
+        Ok(text) => parse_config(&path, &text)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => RawConfig::default(),
+        Err(e) => {
+            return Err(ConfigError::File {
+                path,
+                message: e.to_string(),
+            });
+        }
+    };
+    Ok((raw, path))
 }
+
+/// Keys whose values are credentials: a config error never shows them.
+const SECRET_KEYS: &[&str] = &["password", "username", "client_key"];
 
 fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str(text).map_err(|e| ConfigError::File {
         path: path.to_path_buf(),
-        message: toml_error_message(&e),
+        message: toml_error_redacted(&e, text, SECRET_KEYS),
     })
 }
 
@@ -167,6 +196,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     // Relative dests resolve against the confdir, and commands run from conflux's own
     // working directory: make it absolute so the paths they see are unambiguous.
     let confdir = absolute(confdir, "confdir")?;
+    let default_config_file = confdir.join("conflux.toml");
     let backend_name = cli
         .backend
         .clone()
@@ -220,6 +250,27 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     } else {
         Mode::Interval(interval)
     };
+    let log_format = match cli
+        .log_format
+        .clone()
+        .or(file.log_format)
+        .as_deref()
+        .unwrap_or("text")
+    {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(ConfigError::Invalid(format!(
+                "unknown log format {other:?}: expected text or json"
+            )));
+        }
+    };
+    let noop = cli.noop || file.noop.unwrap_or(false);
+    if cli.detailed_exitcode && !(noop && mode == Mode::Onetime) {
+        return Err(ConfigError::Invalid(
+            "--detailed-exitcode needs --noop and --onetime".into(),
+        ));
+    }
     let level = cli
         .log_level
         .clone()
@@ -230,7 +281,7 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         backend,
         prefix: crate::kv::keys::join("", &cli.prefix.clone().or(file.prefix).unwrap_or_default()),
         mode,
-        noop: cli.noop || file.noop.unwrap_or(false),
+        noop,
         sync_only: cli.sync_only || file.sync_only.unwrap_or(false),
         keep_stage_file: cli.keep_stage_file || file.keep_stage_file.unwrap_or(false),
         log_level: parse_level(&level)?,
@@ -241,6 +292,11 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
                 .unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_DIR)),
             "state_dir",
         )?,
+        metrics_addr: cli.metrics_addr.clone().or(file.metrics_addr),
+        log_format,
+        detailed_exitcode: cli.detailed_exitcode,
+        watch_confdir: !cli.no_watch_confdir && file.watch_confdir.unwrap_or(true),
+        config_file: default_config_file,
         wait: match cli.wait.clone().or(file.wait) {
             Some(w) => w
                 .parse()
@@ -362,5 +418,27 @@ mod tests {
         assert!(merge(&cli(&["--backend", "consul"]), RawConfig::default()).is_err());
         assert!(merge(&cli(&["--backend", "file"]), RawConfig::default()).is_err());
         assert!(merge(&cli(&["--log-level", "loud"]), RawConfig::default()).is_err());
+    }
+}
+
+/// Properties over any input: no config file text panics the parser.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_config_text_neither_panics(text in ".{0,80}") {
+            let _ = parse_config(Path::new("conflux.toml"), &text);
+        }
+
+        #[test]
+        fn any_value_of_a_known_key_neither_panics(key in "(backend|prefix|wait|log-level|nodes|interval|password)", value in ".{0,16}") {
+            let text = format!("{key} = {value:?}\n");
+            if let Ok(raw) = parse_config(Path::new("conflux.toml"), &text) {
+                let _ = merge(&Cli::default(), raw);
+            }
+        }
     }
 }

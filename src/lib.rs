@@ -23,6 +23,7 @@
 //! - Data: [`backend`] (etcd, file, env) and [`mirror`].
 //! - Work: [`scheduler`], [`pipeline`], [`command`], [`state`], [`outcome`].
 //! - The loop: [`daemon`] (every mode, one-shot included) and [`run`] (wiring).
+//! - Operations: [`telemetry`] (metrics, health, status), [`http`], [`systemd`].
 //! - Beside the daemon: [`register`] (`conflux register`: a key held under a lease while
 //!   the instance is healthy).
 
@@ -33,6 +34,7 @@ pub mod confdir;
 pub mod config;
 pub mod daemon;
 pub mod fswalk;
+pub mod http;
 pub mod kv;
 pub mod mirror;
 pub mod outcome;
@@ -44,5 +46,7 @@ pub mod run;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+pub mod systemd;
+pub mod telemetry;
 pub mod template;
 pub mod values;

@@ -8,13 +8,15 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use conflux::cli::{Cli, RegisterArgs, Subcommand};
-use conflux::config::Config;
+use conflux::config::{Config, LogFormat};
 use conflux::{register, run};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
+/// `--noop --detailed-exitcode`: changes are pending.
+const EXIT_PENDING: u8 = 3;
 
 fn main() -> ExitCode {
     let mut cli = match conflux::cli::parse_from(std::env::args_os()) {
@@ -38,12 +40,16 @@ fn daemon(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    init_logging(config.log_level);
+    init_logging(config.log_level, config.log_format);
+    let detailed = config.detailed_exitcode;
     let hup = "SIGHUP: reloading the configuration and conf.d";
     let stop = "stopping: no new applies; waiting for the one under way";
     with_signals(hup, stop, |reloads, shutdown| async move {
         let reconfigure: run::ConfigSource = Box::new(move || Config::load(&cli));
         match run::run(config, reconfigure, reloads, shutdown).await {
+            Ok(report) if detailed && report.failed == 0 && report.pending > 0 => {
+                ExitCode::from(EXIT_PENDING)
+            }
             Ok(report) if report.failed == 0 => ExitCode::SUCCESS,
             Ok(report) => {
                 tracing::error!(
@@ -70,7 +76,7 @@ fn registration(cli: &Cli, args: &RegisterArgs) -> ExitCode {
             return ExitCode::from(e.exit_code());
         }
     };
-    init_logging(setup.config.log_level);
+    init_logging(setup.config.log_level, setup.config.log_format);
     let hup = "SIGHUP ignored: conflux register has nothing to reload (restart it to change the registration)";
     let stop = "stopping: revoking the lease";
     with_signals(hup, stop, |_reloads, shutdown| async move {
@@ -143,18 +149,31 @@ fn signals(
 
 fn stop(shutdown: &CancellationToken, signal: &str, message: &str) {
     if shutdown.is_cancelled() {
-        tracing::warn!(signal, "already stopping");
+        tracing::warn!(
+            signal,
+            "already stopping: waiting for what is under way to finish"
+        );
     } else {
         tracing::info!(signal, "{message}");
         shutdown.cancel();
     }
 }
 
-fn init_logging(level: tracing::Level) {
-    tracing_subscriber::fmt()
+/// Logs on stderr (stdout is for what scripts read): text for people, or one JSON
+/// object per line (timestamp, level, message, the event's fields and those of the
+/// span it happened in, such as the resource and revision of an apply).
+fn init_logging(level: tracing::Level, format: LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .init();
+        .with_target(false);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

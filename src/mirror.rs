@@ -56,6 +56,7 @@ impl Mirror {
         match change {
             Change::Events { revision, events } => self.apply_events(revision, events),
             Change::Reset(snapshot) => self.reset(snapshot),
+            Change::Progress { .. } => Vec::new(),
         }
     }
 

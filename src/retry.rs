@@ -35,6 +35,17 @@ pub const BACKEND: Policy = Policy {
     jitter: Jitter::Equal,
 };
 
+/// One etcd request tried again, the client picking another member: 50 ms doubling
+/// to 400 ms, jittered (a fleet of daemons retries the same cluster). Short, because a
+/// dead member fails only its share of requests and the next attempt usually lands
+/// elsewhere; capped at 400 ms so that the attempts of one request (three per member)
+/// still outlast a leader election, etcd's default election timeout being 1 s.
+pub const REQUEST: Policy = Policy {
+    first: Duration::from_millis(50),
+    max: Duration::from_millis(400),
+    jitter: Jitter::Equal,
+};
+
 /// A failed apply or reload: 1 s doubling to 30 s. Not jittered: the work is local.
 pub const APPLY: Policy = Policy {
     first: Duration::from_secs(1),
@@ -87,6 +98,16 @@ mod tests {
         assert_eq!(secs, vec![1, 2, 4, 8, 16, 30, 30]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_secs(1));
+    }
+
+    /// Three members, nine attempts: even at the short end of the jitter the eight
+    /// waits between them outlast a 1 s leader election.
+    #[test]
+    fn request_retries_outlast_a_leader_election() {
+        let mut b = Backoff::new(REQUEST);
+        let waited: Duration = (0..8).map(|_| b.next_delay()).sum();
+        assert!(waited >= Duration::from_secs(1), "{waited:?}");
+        assert!(b.next_delay() <= REQUEST.max);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! mode. The result is a [`Report`] or a [`RunError`]; `main` turns them into exit
 //! codes (0 all applied, 1 some resource failed, 2 configuration).
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -13,11 +15,13 @@ use tracing::{error, warn};
 use crate::backend::{Backend, BackendError};
 use crate::confdir::{Confdir, ConfdirError};
 use crate::config::{BackendConfig, Config, ConfigError, Mode};
-use crate::daemon::{self, DaemonError, Report};
+use crate::daemon::{self, ConfdirPaths, DaemonError, Report};
 use crate::pipeline::{self, Pipeline};
 use crate::retry::{self, Backoff};
 use crate::scheduler::{DEFAULT_CONCURRENCY, ResourceSet, Settings};
 use crate::state::{self, StateDir, StateError};
+use crate::systemd::Systemd;
+use crate::telemetry::Telemetry;
 
 /// Nothing could be attempted: exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,8 @@ pub enum RunError {
     /// The backend refuses the settings (credentials, TLS), or failed for good.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    #[error(transparent)]
+    Http(#[from] crate::http::BindError),
 }
 
 /// Reads the configuration again (config file, environment, flags), for SIGHUP.
@@ -53,6 +59,8 @@ pub async fn run(
     }
     let broken = set.errors.len();
     let resources = set.resources.len();
+    let (telemetry, systemd, beat_every) = operations(&config);
+    let http = serve_http(&config, &telemetry, &shutdown).await?;
     let all_failed = |cause: &BackendError| {
         error!(cause = %cause, "cannot read keys; no resource applied");
         Report {
@@ -73,10 +81,31 @@ pub async fn run(
             concurrency: DEFAULT_CONCURRENCY,
             retries: true,
         },
+        telemetry,
+        systemd,
+        beat_every,
+        confdir: config.watch_confdir.then(|| ConfdirPaths {
+            conf_d: config.conf_d(),
+            templates: config.templates_dir(),
+            config_file: Some(config.config_file.clone()),
+        }),
+        stall_file: std::env::var_os(STALL_FILE_ENV).map(PathBuf::from),
     };
     let scheduled = scheduled_set(&config, set, state);
     let load = loader(config.clone(), reconfigure);
-    let result = daemon::run(backend, scheduled, load, reload_requests, options, shutdown).await;
+    let result = daemon::run(
+        backend,
+        scheduled,
+        load,
+        reload_requests,
+        options,
+        shutdown.clone(),
+    )
+    .await;
+    if let Some(http) = http {
+        http.cancel.cancel();
+        let _ = http.task.await;
+    }
     match (result, config.mode) {
         (Ok(mut report), Mode::Onetime) => {
             report.failed += broken;
@@ -85,10 +114,77 @@ pub async fn run(
         // A daemon stopped by a signal exits 0, whatever its resources' last passes:
         // it did what it was asked until then.
         (Ok(_), _) => Ok(Report::default()),
-        // A one-shot run whose read failed applied nothing: exit 1, try again later.
-        (Err(DaemonError::Backend(e)), Mode::Onetime) => Ok(all_failed(&e)),
+        // A one-shot run whose read failed applied nothing: exit 1 when the backend is
+        // away (try again later), 2 when it refuses for good (a data file that does
+        // not parse, a user without permission): retrying would not help.
+        (Err(DaemonError::Backend(e)), Mode::Onetime) if e.is_transient() => Ok(all_failed(&e)),
         (Err(DaemonError::Backend(e)), _) => Err(e.into()),
     }
+}
+
+/// The environment variable that names the test hook's stall file (see
+/// [`daemon::Options::stall_file`]). Not a setting: only tests use it.
+const STALL_FILE_ENV: &str = "CONFLUX_TEST_STALL_FILE";
+
+/// The telemetry every consumer reads, systemd's socket, and how often the loop must
+/// beat for them (`None` when nothing listens: then it never wakes up for nothing).
+fn operations(config: &Config) -> (Arc<Telemetry>, Systemd, Option<Duration>) {
+    let systemd = Systemd::from_env();
+    let daemon = config.mode != Mode::Onetime;
+    let beat_every = match (
+        daemon && config.metrics_addr.is_some(),
+        systemd.watchdog_every(),
+    ) {
+        (_, Some(watchdog)) if daemon => Some(watchdog.min(BEAT)),
+        (true, None) => Some(BEAT),
+        _ => None,
+    };
+    let telemetry = Arc::new(Telemetry::new(beat_every));
+    let (name, endpoints) = match &config.backend {
+        BackendConfig::Etcd(e) => ("etcdv3", e.nodes.clone()),
+        BackendConfig::File { paths, .. } => (
+            "file",
+            paths.iter().map(|p| p.display().to_string()).collect(),
+        ),
+        BackendConfig::Env => ("env", Vec::new()),
+    };
+    telemetry.backend(name, endpoints);
+    telemetry.confdir(config.confdir.clone());
+    (telemetry, systemd, beat_every)
+}
+
+/// How often the loop beats when something listens.
+const BEAT: Duration = Duration::from_secs(1);
+
+/// The HTTP endpoint's task and its stop switch.
+struct Http {
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Opens `--metrics-addr` (daemon modes only), before the backend is reached, so that
+/// `/health` and `/ready` answer while conflux waits for it.
+async fn serve_http(
+    config: &Config,
+    telemetry: &Arc<Telemetry>,
+    shutdown: &CancellationToken,
+) -> Result<Option<Http>, RunError> {
+    let Some(addr) = config.metrics_addr.clone() else {
+        return Ok(None);
+    };
+    if config.mode == Mode::Onetime {
+        warn!(addr = %addr, "--metrics-addr is ignored by --onetime runs");
+        return Ok(None);
+    }
+    // Its own token: the endpoint stays up while the loop drains after a shutdown.
+    let cancel = CancellationToken::new();
+    let (local, serve) = crate::http::bind(&addr, Arc::clone(telemetry), cancel.clone()).await?;
+    tracing::info!(addr = %local, "serving /metrics, /health, /ready and /status");
+    let _ = shutdown;
+    Ok(Some(Http {
+        cancel,
+        task: tokio::spawn(serve),
+    }))
 }
 
 /// Connects to the backend. A daemon may start before etcd: it retries while the
@@ -184,7 +280,9 @@ fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
             let state = StateDir::open(&config.state_dir, !config.noop).map_err(RunError::from)?;
             let set = Confdir::load(&config).map_err(RunError::from)?;
             set.log_problems(&config.conf_d());
-            let templates = set.templates.errors().count();
+            // A broken template that no resource renders (a README, a draft) does not
+            // hold the reload back: it was warned about.
+            let templates = set.broken_templates_in_use().len();
             if !set.errors.is_empty() || templates > 0 {
                 return Err(ReloadError::Broken {
                     resources: set.errors.len(),

@@ -135,9 +135,57 @@ pub fn toml_error_message(e: &toml::de::Error) -> String {
     e.to_string().trim_end().to_string()
 }
 
+/// A TOML error as `line L, column C: key: message`, without the source line toml
+/// quotes (it may hold a secret), and without the message when the key is one of
+/// `secrets` (toml's messages quote the offending value).
+pub fn toml_error_redacted(e: &toml::de::Error, text: &str, secrets: &[&str]) -> String {
+    let Some(span) = e.span() else {
+        return e.message().to_string();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    let line_text = text.lines().nth(line - 1).unwrap_or_default();
+    let key = line_text
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"'))
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match key {
+        Some(key) if secrets.contains(&key) => {
+            format!(
+                "line {line}, column {column}: {key}: invalid value (not shown: it is a secret)"
+            )
+        }
+        Some(key) => format!("line {line}, column {column}: {key}: {}", e.message()),
+        None => format!("line {line}, column {column}: {}", e.message()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacted_toml_errors_name_line_and_key_but_never_a_secret() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct Conf {
+            password: Option<String>,
+            port: Option<u16>,
+        }
+        let text = "port = 80\npassword = 12345678\n";
+        let e = toml::from_str::<Conf>(text).unwrap_err();
+        let shown = toml_error_redacted(&e, text, &["password"]);
+        assert!(
+            shown.starts_with("line 2, column 12: password: "),
+            "{shown}"
+        );
+        assert!(!shown.contains("12345678"), "{shown}");
+        let text = "port = \"eighty\"\n";
+        let e = toml::from_str::<Conf>(text).unwrap_err();
+        let shown = toml_error_redacted(&e, text, &["password"]);
+        assert!(shown.starts_with("line 1, column 8: port: "), "{shown}");
+    }
 
     #[test]
     fn mode_is_octal_with_or_without_leading_zero() {
@@ -191,5 +239,36 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("5 days").is_err());
+    }
+}
+
+/// Properties over any input: the parsers never panic, and what they print parses back.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_neither_panics(text in ".{0,24}") {
+            let _ = parse_duration(&text);
+            let _ = parse_mode(&text);
+            let _ = text.parse::<Wait>();
+        }
+
+        #[test]
+        fn a_wait_prints_what_parses_back(min in 0u64..10_000_000, extra in 0u64..10_000_000) {
+            let wait = Wait {
+                min: Duration::from_millis(min),
+                max: Duration::from_millis(min + extra),
+            };
+            prop_assert_eq!(wait.to_string().parse::<Wait>(), Ok(wait));
+        }
+
+        #[test]
+        fn every_mode_in_octal_parses_back(mode in 0u32..=0o7777) {
+            prop_assert_eq!(parse_mode(&format!("{mode:o}")), Ok(mode));
+            prop_assert_eq!(parse_mode(&format!("0{mode:o}")), Ok(mode));
+        }
     }
 }

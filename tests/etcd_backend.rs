@@ -70,7 +70,18 @@ impl Watch {
         }
     }
 
+    /// The next change to the data (progress reports are skipped).
     async fn next(&mut self) -> Change {
+        loop {
+            match self.next_report().await {
+                Change::Progress { .. } => continue,
+                change => return change,
+            }
+        }
+    }
+
+    /// The next thing the watch sent, progress reports included.
+    async fn next_report(&mut self) -> Change {
         let change = tokio::time::timeout(PATIENCE, self.changes.recv())
             .await
             .expect("a change within the patience limit");
@@ -87,6 +98,7 @@ impl Watch {
             match self.next().await {
                 Change::Events { revision, events } => out.push((revision, events)),
                 Change::Reset(snapshot) => panic!("unexpected reset at {}", snapshot.revision),
+                Change::Progress { .. } => unreachable!("next() skips progress reports"),
             }
         }
         out
@@ -210,6 +222,21 @@ async fn snapshot_of_300_selectors_is_one_revision() {
         .collect();
     assert_eq!(snapshot.kvs.len(), 300);
     assert_eq!(snapshot.kvs, expected);
+}
+
+/// A created watch says so (the daemon's "connected"), with the revision it is live at.
+#[tokio::test]
+async fn a_new_watch_reports_progress_at_the_current_revision() {
+    let server = EtcdServer::start().await;
+    let backend = connect(&server).await;
+    let start = server.put("/app/db/a", "0").await;
+    let current = server.put("/elsewhere", "x").await;
+    let mut watch = Watch::start(&backend, &["/app/db"], start);
+    assert_eq!(
+        watch.next_report().await,
+        Change::Progress { revision: current }
+    );
+    watch.stop().await;
 }
 
 #[tokio::test]
@@ -553,6 +580,7 @@ async fn a_frozen_etcd_stalls_the_watch() {
 
     match result {
         Err(BackendError::Transient { message, .. }) => {
+            let message = message.to_string();
             assert!(message.contains("stalled"), "{message}")
         }
         other => panic!("expected a stalled watch, got {other:?}"),

@@ -197,6 +197,15 @@ pub struct Daemon {
 impl Daemon {
     /// `conflux --confdir <dir> <args>`, stderr to `<dir>/daemon.stderr`.
     pub fn start<S: AsRef<std::ffi::OsStr>>(dir: &Confdir, args: &[S]) -> Daemon {
+        Daemon::start_env(dir, args, &[])
+    }
+
+    /// The same with extra environment variables.
+    pub fn start_env<S: AsRef<std::ffi::OsStr>>(
+        dir: &Confdir,
+        args: &[S],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let stderr = dir.path("daemon.stderr");
         let file = std::fs::File::create(&stderr).expect("create the stderr file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_conflux"));
@@ -207,6 +216,7 @@ impl Daemon {
         }
         let child = cmd
             .env("CONFLUX_STATE_DIR", dir.state_dir())
+            .envs(env.iter().copied())
             .arg("--confdir")
             .arg(dir.root())
             .args(args)

@@ -1,6 +1,8 @@
 //! The one integration-test binary (ripgrep's trick, `autotests = false`: it links
 //! once), and this list says where each kind of test lives:
 //!
+//! - `hardening`: attacks and accidents (planted links, special files, a rewound etcd,
+//!   leaked secrets, injection, leftovers), each reproduced with the real binary.
 //! - `harness`: temporary confdirs, runs of the real binary, golden files.
 //! - `support`: harnesses for real components (an etcd started per test).
 //! - `nginx`: a real nginx and small upstream HTTP servers, for the gateway.
@@ -13,6 +15,8 @@
 //!   signals, etcd restarts, keys deleted or held by others.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx;
 //!   with `conflux register` holding the instances' keys in `gateway::register`.
+//! - `operations`: metrics, health, readiness and status over HTTP, hot reload of the
+//!   confdir, JSON logs, systemd notifications, `--detailed-exitcode`.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
@@ -20,9 +24,11 @@
 mod daemon;
 mod etcd_backend;
 mod gateway;
+mod hardening;
 mod harness;
 mod nginx;
 mod onetime;
+mod operations;
 mod register;
 mod state;
 mod support;

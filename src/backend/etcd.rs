@@ -21,31 +21,39 @@
 //!
 //! Selectors, ranges and revisions are the caller's business: it passes merged selectors
 //! ([`crate::kv::keys::merge`]) and keeps the mirror.
+//!
+//! Inside: `connect` turns [`EtcdOptions`] into the client's settings, `error` says what
+//! failed and whether to retry, `watch` follows the one watch stream.
 
+mod connect;
 mod error;
 mod watch;
 
+pub use self::connect::{DEFAULT_ENDPOINT, EtcdOptions};
+pub use self::error::{ClientError, EtcdError, classify, is_not_found};
+
 use std::collections::BTreeMap;
+use std::collections::HashSet;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
-use etcd_client::{
-    Certificate, Client, ConnectOptions, GetOptions, Identity, TlsOptions, Txn, TxnOp,
-    TxnOpResponse,
-};
+use etcd_client::{Client, GetOptions, Txn, TxnOp, TxnOpResponse};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-pub use self::error::{classify, is_not_found};
-use self::error::{fatal, is_invalid_token, transient};
-use super::{Backend, BackendError, BoxFuture};
+use self::connect::{connect_options, has_tls_files};
+use self::error::{is_invalid_token, status_code, transient};
+use super::{Action, Backend, BackendError, BoxFuture};
 use crate::kv::Change;
 use crate::kv::Snapshot;
 use crate::kv::keys;
+use crate::retry::{self, Backoff};
 
-const NAME: &str = "etcdv3";
+/// The backend's name in logs and errors.
+pub const NAME: &str = "etcdv3";
 
 /// etcd's default `--max-txn-ops`: the most range reads one snapshot transaction holds.
 const MAX_TXN_OPS: usize = 128;
@@ -54,52 +62,14 @@ const MAX_TXN_OPS: usize = 128;
 /// client accepts any size, so a large key space must not be the reason a read fails.
 const MAX_MESSAGE_BYTES: usize = 512 * 1024 * 1024;
 
-/// Pause between attempts of one request when several endpoints are configured.
-const RETRY_DELAY: Duration = Duration::from_millis(50);
-
-/// Where etcd is and how to talk to it.
-#[derive(Debug, Clone)]
-pub struct EtcdOptions {
-    /// `http://host:port`, `https://host:port` or a bare `host:port` (TLS when TLS files
-    /// are given, plaintext otherwise).
-    pub endpoints: Vec<String>,
-    pub username: Option<String>,
-    pub password: Option<String>,
-    /// CA bundle (PEM) that signed the server certificates.
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key (PEM), for `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// Time to open a connection to one endpoint.
-    pub connect_timeout: Duration,
-    /// Time one unary request (a read, a revision check) may take.
-    pub request_timeout: Duration,
-    /// How often an open watch asks etcd for a progress notification.
-    pub progress_interval: Duration,
-    /// How long a watch may hear nothing at all before it is declared stalled.
-    pub stall_timeout: Duration,
-}
-
-impl Default for EtcdOptions {
-    fn default() -> Self {
-        EtcdOptions {
-            endpoints: vec!["http://127.0.0.1:2379".to_string()],
-            username: None,
-            password: None,
-            ca_file: None,
-            cert_file: None,
-            key_file: None,
-            connect_timeout: Duration::from_secs(2),
-            request_timeout: Duration::from_secs(10),
-            progress_interval: Duration::from_secs(10),
-            stall_timeout: Duration::from_secs(25),
-        }
-    }
-}
-
 /// A connected etcd client. Cheap to share: requests clone the underlying channel.
 pub struct EtcdBackend {
     client: Client,
+    /// The cluster the last snapshot was read from (0 until one was read): a watch
+    /// answered by another one must not be trusted to continue its history.
+    cluster_id: AtomicU64,
+    /// Keys already warned about for bytes that are not UTF-8 (once per key).
+    lossy: Mutex<HashSet<String>>,
     endpoints: Vec<String>,
     request_timeout: Duration,
     progress_interval: Duration,
@@ -117,11 +87,20 @@ impl EtcdBackend {
             Client::connect(&opts.endpoints, Some(connect)),
         )
         .await
-        .map_err(|_| transient(format!("connecting to {:?} timed out", opts.endpoints)))?
-        .map_err(|e| classify(&e, "connect"))?;
+        .map_err(|_| {
+            let endpoints = opts.endpoints.clone();
+            let after = opts.request_timeout;
+            transient(
+                Action::Connect,
+                EtcdError::ConnectTimedOut { endpoints, after },
+            )
+        })?
+        .map_err(|e| classify(e, Action::Connect))?;
         info!(endpoints = ?opts.endpoints, tls = has_tls_files(&opts), user = opts.username.as_deref(), "connected to etcd");
         Ok(EtcdBackend {
             client,
+            cluster_id: AtomicU64::new(0),
+            lossy: Mutex::new(HashSet::new()),
             endpoints: opts.endpoints,
             request_timeout: opts.request_timeout,
             progress_interval: opts.progress_interval,
@@ -134,17 +113,17 @@ impl EtcdBackend {
     /// behind the leader, which is fine for a periodic "am I behind?" check).
     pub async fn current_revision(&self) -> Result<i64, BackendError> {
         let read = self
-            .call("revision", |mut c| async move {
+            .call(Action::Revision, |mut c| async move {
                 c.get("/", Some(GetOptions::new().with_count_only())).await
             })
             .await;
         match read {
-            Ok(resp) => header_revision(resp.header()),
-            Err(e) if e.to_string().contains("permission denied") => {
+            Ok(resp) => header_revision(resp.header(), Action::Revision),
+            Err(e) if status_code(&e) == Some(tonic::Code::PermissionDenied) => {
                 let status = self
-                    .call("status", |mut c| async move { c.status().await })
+                    .call(Action::Status, |mut c| async move { c.status().await })
                     .await?;
-                header_revision(status.header())
+                header_revision(status.header(), Action::Status)
             }
             Err(e) => Err(e),
         }
@@ -164,7 +143,7 @@ impl EtcdBackend {
         for batch in selectors.chunks(MAX_TXN_OPS) {
             let txn = Txn::new().and_then(range_reads(batch, pinned));
             let resp = self
-                .call("snapshot", |c| {
+                .call(Action::Snapshot, |c| {
                     let txn = txn.clone();
                     async move {
                         let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -172,20 +151,20 @@ impl EtcdBackend {
                     }
                 })
                 .await?;
-            let revision = *pinned.get_or_insert(header_revision(resp.header())?);
+            self.note_cluster(resp.header());
+            let revision = *pinned.get_or_insert(header_revision(resp.header(), Action::Snapshot)?);
             for (selector, op) in batch.iter().zip(resp.op_responses()) {
                 let TxnOpResponse::Get(get) = op else {
-                    return Err(transient(format!(
-                        "snapshot at {revision}: unexpected txn response"
-                    )));
+                    return Err(transient(
+                        Action::Snapshot,
+                        EtcdError::UnexpectedTxnResponse { revision },
+                    ));
                 };
                 for kv in get.kvs() {
                     let key = String::from_utf8_lossy(kv.key());
                     if keys::selects(selector, &key) {
-                        kvs.insert(
-                            key.into_owned(),
-                            String::from_utf8_lossy(kv.value()).into_owned(),
-                        );
+                        let (key, value) = self.text(kv.key(), kv.value());
+                        kvs.insert(key, value);
                     }
                 }
             }
@@ -206,7 +185,7 @@ impl EtcdBackend {
             ));
         };
         let resp = self
-            .call("snapshot", |c| {
+            .call(Action::Snapshot, |c| {
                 let (start, end) = (range.start.clone(), range.end.clone());
                 async move {
                     let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
@@ -214,35 +193,32 @@ impl EtcdBackend {
                 }
             })
             .await?;
+        self.note_cluster(resp.header());
         let selection = keys::Selection::new(selectors);
         let kvs = resp
             .kvs()
             .iter()
-            .map(|kv| (String::from_utf8_lossy(kv.key()), kv))
-            .filter(|(key, _)| selection.selects(key))
-            .map(|(key, kv)| {
-                (
-                    key.into_owned(),
-                    String::from_utf8_lossy(kv.value()).into_owned(),
-                )
-            })
+            .filter(|kv| selection.selects(&String::from_utf8_lossy(kv.key())))
+            .map(|kv| self.text(kv.key(), kv.value()))
             .collect();
-        Ok(Snapshot::new(header_revision(resp.header())?, kvs))
+        Ok(Snapshot::new(
+            header_revision(resp.header(), Action::Snapshot)?,
+            kvs,
+        ))
     }
 
     /// Runs one request with the request timeout. An expired token is refreshed once;
-    /// with several endpoints a failed request is tried again a few times, because the
-    /// client picks an endpoint per request and a dead member fails its share of them.
+    /// with several endpoints a failed request is tried again, three times per member
+    /// with the waits of [`retry::REQUEST`], because the client picks an endpoint per
+    /// request and a dead member fails its share of them. The fixed 50 ms pause this
+    /// replaces spread a request's attempts over less than half a second, shorter than
+    /// a leader election; a longer fixed pause would slow the common case, one retry.
     ///
     /// Public for the other etcd users of the crate (`conflux register`'s leases), so
     /// that every request to etcd gets the same timeout, token refresh and fail-over.
     /// `request` may turn an error it expects into a value (a revoked lease that is
     /// already gone) before this classifies it.
-    pub async fn call<T, F, Fut>(
-        &self,
-        what: &'static str,
-        mut request: F,
-    ) -> Result<T, BackendError>
+    pub async fn call<T, F, Fut>(&self, action: Action, mut request: F) -> Result<T, BackendError>
     where
         F: FnMut(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
@@ -254,6 +230,7 @@ impl EtcdBackend {
         };
         let mut refreshed = false;
         let mut attempt = 0;
+        let mut backoff = Backoff::new(retry::REQUEST);
         loop {
             attempt += 1;
             let error = match tokio::time::timeout(
@@ -265,10 +242,7 @@ impl EtcdBackend {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(error)) => error,
                 Err(_) => {
-                    return Err(transient(format!(
-                        "{what}: timed out after {:?}",
-                        self.request_timeout
-                    )));
+                    return Err(transient(action, EtcdError::TimedOut(self.request_timeout)));
                 }
             };
             if !refreshed && is_invalid_token(&error) {
@@ -276,15 +250,15 @@ impl EtcdBackend {
                 self.client
                     .refresh_token()
                     .await
-                    .map_err(|e| classify(&e, "refresh token"))?;
+                    .map_err(|e| classify(e, Action::RefreshToken))?;
                 continue;
             }
-            let classified = classify(&error, what);
+            let classified = classify(error, action);
             if !classified.is_transient() || attempt >= attempts {
                 return Err(classified);
             }
-            debug!(attempt, cause = %classified, "{what} failed; retrying");
-            tokio::time::sleep(RETRY_DELAY).await;
+            debug!(attempt, %action, cause = %classified, "etcd request failed; retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }
@@ -326,102 +300,47 @@ fn range_reads(selectors: &[String], revision: Option<i64>) -> Vec<TxnOp> {
         .collect()
 }
 
-fn header_revision(header: Option<&etcd_client::ResponseHeader>) -> Result<i64, BackendError> {
+impl EtcdBackend {
+    /// Records the cluster a snapshot was read from.
+    fn note_cluster(&self, header: Option<&etcd_client::ResponseHeader>) {
+        if let Some(header) = header {
+            self.cluster_id
+                .store(header.cluster_id(), Ordering::Relaxed);
+        }
+    }
+
+    /// A key and its value as text. Templates deal in strings, as confd's do: invalid
+    /// UTF-8 is replaced with U+FFFD, and said once per key (naming the key, never the
+    /// value), so that a binary value does not slip into a config unnoticed.
+    fn text(&self, key: &[u8], value: &[u8]) -> (String, String) {
+        let key_text = String::from_utf8_lossy(key).into_owned();
+        let value_text = String::from_utf8_lossy(value).into_owned();
+        let bad_key = std::str::from_utf8(key).is_err();
+        if (bad_key || std::str::from_utf8(value).is_err())
+            && self
+                .lossy
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(key_text.clone())
+        {
+            let what = if bad_key { "key" } else { "value" };
+            warn!(key = %key_text, "the {what} is not UTF-8: invalid bytes read as U+FFFD");
+        }
+        (key_text, value_text)
+    }
+
+    /// Whether `cluster_id` differs from the snapshot's cluster (known ones only).
+    fn cluster_changed(&self, cluster_id: u64) -> bool {
+        let known = self.cluster_id.load(Ordering::Relaxed);
+        known != 0 && cluster_id != 0 && known != cluster_id
+    }
+}
+
+fn header_revision(
+    header: Option<&etcd_client::ResponseHeader>,
+    action: Action,
+) -> Result<i64, BackendError> {
     header
         .map(|h| h.revision())
-        .ok_or_else(|| transient("response without a header".into()))
-}
-
-fn has_tls_files(opts: &EtcdOptions) -> bool {
-    opts.ca_file.is_some() || opts.cert_file.is_some() || opts.key_file.is_some()
-}
-
-/// Credentials, keep-alive and TLS. TLS files with an `http://` endpoint are refused
-/// here, naming the endpoint: the operator asked for TLS, and etcd-client's own refusal
-/// ("TLS options are only supported with HTTPS URLs") does not say which setting is off.
-fn connect_options(opts: &EtcdOptions) -> Result<ConnectOptions, BackendError> {
-    if opts.endpoints.is_empty() {
-        return Err(fatal("no endpoints configured".into()));
-    }
-    // new(), not default(): only new() keeps pinging an idle connection, which is how
-    // a dead member is noticed between requests.
-    let mut connect = ConnectOptions::new()
-        .with_connect_timeout(opts.connect_timeout)
-        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
-    match (&opts.username, &opts.password) {
-        (Some(user), Some(password)) => {
-            connect = connect
-                .with_user(user.clone(), password.clone())
-                .with_auto_token_refresh(true);
-        }
-        (None, None) => {}
-        _ => return Err(fatal("username and password must be given together".into())),
-    }
-    if has_tls_files(opts) {
-        if let Some(plain) = opts.endpoints.iter().find(|e| e.starts_with("http://")) {
-            return Err(fatal(format!(
-                "TLS files given but endpoint {plain} is plaintext"
-            )));
-        }
-        connect = connect.with_tls(tls_options(opts)?);
-    }
-    Ok(connect)
-}
-
-/// The CA and client identity. The server name checked is each endpoint's own host
-/// (tonic's default), so `https://127.0.0.1:2379` needs an IP SAN and `https://etcd-1:2379`
-/// a DNS one; one fixed name would break clusters whose members have their own certs.
-fn tls_options(opts: &EtcdOptions) -> Result<TlsOptions, BackendError> {
-    let mut tls = TlsOptions::new();
-    if let Some(ca) = &opts.ca_file {
-        tls = tls.ca_certificate(Certificate::from_pem(read_pem(ca, "CA")?));
-    }
-    match (&opts.cert_file, &opts.key_file) {
-        (Some(cert), Some(key)) => {
-            tls = tls.identity(Identity::from_pem(
-                read_pem(cert, "client certificate")?,
-                read_pem(key, "client key")?,
-            ));
-        }
-        (None, None) => {}
-        _ => {
-            return Err(fatal(
-                "client certificate and key must be given together".into(),
-            ));
-        }
-    }
-    Ok(tls)
-}
-
-fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, BackendError> {
-    std::fs::read(path).map_err(|e| fatal(format!("reading {what} {}: {e}", path.display())))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tls_files_with_a_plaintext_endpoint_are_refused() {
-        let opts = EtcdOptions {
-            endpoints: vec!["http://127.0.0.1:2379".into()],
-            ca_file: Some("/nonexistent/ca.pem".into()),
-            ..EtcdOptions::default()
-        };
-        let err = connect_options(&opts).expect_err("plaintext with TLS files");
-        assert!(!err.is_transient());
-        assert!(
-            err.to_string()
-                .contains("endpoint http://127.0.0.1:2379 is plaintext"),
-            "{err}"
-        );
-    }
-    #[test]
-    fn half_credentials_are_refused() {
-        let opts = EtcdOptions {
-            username: Some("root".into()),
-            ..EtcdOptions::default()
-        };
-        assert!(connect_options(&opts).is_err());
-    }
+        .ok_or_else(|| transient(action, EtcdError::NoHeader))
 }

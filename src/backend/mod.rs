@@ -3,11 +3,14 @@
 //! and "what changed after that revision" ([`Backend::watch`]). The daemon keeps the
 //! mirror and decides what to re-apply; a backend only reads and reports.
 //!
-//! - [`file`]: YAML, JSON and TOML files or directories (confd's `file`).
-//! - [`env`]: environment variables with confd's name mapping.
+//! - [`file`](mod@file): YAML, JSON and TOML files or directories (confd's `file`).
+//! - [`env`](mod@env): environment variables with confd's name mapping.
 //! - [`etcd`]: etcd v3.
+//!
+//! Failures of all three are one [`BackendError`] (see [`error`]).
 
 pub mod env;
+pub mod error;
 pub mod etcd;
 pub mod file;
 
@@ -18,35 +21,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
+pub use self::error::{Action, BackendError, Cause, Failure};
 use crate::kv::{Change, Snapshot};
 use crate::retry::{self, Backoff};
 
 /// A boxed future, so that [`Backend`] stays usable as `dyn Backend`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// Why a backend call failed. The daemon retries [`BackendError::Transient`] with
-/// backoff and gives up on [`BackendError::Fatal`].
-#[derive(Debug, thiserror::Error)]
-pub enum BackendError {
-    /// Worth retrying: the server is away, a request timed out, a leader changed.
-    #[error("{backend}: {message}")]
-    Transient {
-        backend: &'static str,
-        message: String,
-    },
-    /// Retrying will not help: bad credentials, a malformed data file, a bad setting.
-    #[error("{backend}: {message}")]
-    Fatal {
-        backend: &'static str,
-        message: String,
-    },
-}
-
-impl BackendError {
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Transient { .. })
-    }
-}
 
 pub trait Backend: Send + Sync {
     /// The name used in logs and errors (`etcdv3`, `file`, `env`).

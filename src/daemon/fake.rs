@@ -19,6 +19,8 @@ use crate::kv::{Change, Event, Snapshot};
 use crate::outcome::{ApplyError, Done, Outcome, Step, Work};
 use crate::resource::Resource;
 use crate::scheduler::{Applier, ResourceSet, Settings};
+use crate::systemd::Systemd;
+use crate::telemetry::Telemetry;
 use crate::values::Wait;
 
 pub(super) fn ms(n: u64) -> Duration {
@@ -300,6 +302,11 @@ impl Harness {
                 concurrency: 4,
                 retries: true,
             },
+            telemetry: Arc::new(Telemetry::new(None)),
+            systemd: Systemd::from_env(),
+            beat_every: None,
+            confdir: None,
+            stall_file: None,
         };
         let daemon = tokio::spawn(run(
             backend.clone() as Arc<dyn Backend>,

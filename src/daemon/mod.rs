@@ -1,16 +1,19 @@
 //! The loop that feeds the scheduler, for every mode: one snapshot of every range the
 //! resources need, kept current in the [`Mirror`] by one watch (`--watch`) or one
 //! re-read per interval, or read once (`--onetime`); the [`Scheduler`] decides what to
-//! apply, and every [`Outcome`] is logged, counted and printed here, in one place.
-//! A one-shot run is this loop with nothing after the first snapshot, no retries, and
-//! an end when the scheduler is idle.
+//! apply, and every [`crate::outcome::Outcome`] is logged, counted, reported to the
+//! telemetry and printed in one place (`record`). A one-shot run is this loop with
+//! nothing after the first snapshot, no retries, and an end when the scheduler is idle.
 //!
 //! Signals stay in `main`: it sends `()` on `reload_requests` for SIGHUP and cancels
 //! the token for SIGTERM/SIGINT. Reading a backend is [`crate::backend`]'s job,
 //! applying one resource the [`crate::scheduler::Applier`]'s. The watch's life cycle is
-//! in `watch`, the SIGHUP swap in `reconfigure`.
+//! in `watch`, outcomes in `record`, the SIGHUP and confdir swaps in `reconfigure`
+//! and `confwatch`.
 
+mod confwatch;
 mod reconfigure;
+mod record;
 mod watch;
 
 #[cfg(test)]
@@ -18,9 +21,9 @@ mod fake;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeSet;
 use std::future::pending;
-use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,23 +31,36 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Interval, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
 
 use crate::backend::{Backend, BackendError};
 use crate::config::Mode;
 use crate::kv::{Change, Snapshot};
 use crate::mirror::Mirror;
-use crate::outcome::Outcome;
 use crate::retry::{self, Backoff};
 use crate::scheduler::{ResourceSet, Scheduler, Settings};
+use crate::systemd::Systemd;
+use crate::telemetry::Telemetry;
 
-pub use reconfigure::Loader;
+pub use confwatch::ConfdirPaths;
+pub use reconfigure::{LoadError, Loader};
+pub use record::Report;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Options {
     pub mode: Mode,
     /// Coalescing, concurrency and retries (retries are turned off for one-shot runs).
     pub settings: Settings,
+    /// Metrics, health and status: fed by the loop, read by whoever serves them.
+    pub telemetry: Arc<Telemetry>,
+    pub systemd: Systemd,
+    /// How often the loop beats (for `/health` and the systemd watchdog); `None`: it
+    /// never wakes up for nothing.
+    pub beat_every: Option<Duration>,
+    /// The confdir to watch for edits (hot reload, `--watch` mode); `None`: only SIGHUP.
+    pub confdir: Option<ConfdirPaths>,
+    /// A test hook: while this file exists, each beat blocks the loop (to prove that
+    /// `/health` and the watchdog follow the loop, not a timer of their own).
+    pub stall_file: Option<PathBuf>,
 }
 
 /// Why the loop stopped other than by shutdown or the end of a one-shot run.
@@ -54,18 +70,6 @@ pub enum DaemonError {
     /// one-shot run, any failed read.
     #[error("backend failed: {0}")]
     Backend(#[from] BackendError),
-}
-
-/// What a run applied: each resource counted once, by its last outcome.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Report {
-    /// Resources whose last pass succeeded (updated or already up to date).
-    pub applied: usize,
-    /// Resources whose last pass failed, or that never ran (a one-shot run stopped by
-    /// a signal).
-    pub failed: usize,
-    /// noop: resources whose dest would change.
-    pub pending: usize,
 }
 
 /// Runs until `shutdown` is cancelled (then `Ok`, after the passes under way have
@@ -95,14 +99,7 @@ pub async fn run(
     let Some(snapshot) = first else {
         return Ok(Report::default());
     };
-    let mut daemon = Daemon::new(
-        backend,
-        options.mode,
-        scheduler,
-        selectors,
-        snapshot,
-        shutdown,
-    );
+    let mut daemon = Daemon::new(backend, options, scheduler, selectors, snapshot, shutdown);
     let result = daemon.serve(load, reload_requests).await;
     daemon.stop().await;
     result.map(|()| daemon.tally.report(&daemon.scheduler))
@@ -125,13 +122,21 @@ struct Daemon {
     watch_restart: Option<Instant>,
     reconnect: Backoff,
     shutdown: CancellationToken,
-    tally: Tally,
+    tally: record::Tally,
+    telemetry: Arc<Telemetry>,
+    systemd: Systemd,
+    beat_every: Option<Duration>,
+    stall_file: Option<PathBuf>,
+    confdir: Option<ConfdirPaths>,
+    /// Confdir paths changed since the last reload, and when to reload for them.
+    confdir_changed: BTreeSet<PathBuf>,
+    confdir_due: Option<(Instant, Instant)>,
 }
 
 impl Daemon {
     fn new(
         backend: Arc<dyn Backend>,
-        mode: Mode,
+        options: Options,
         scheduler: Scheduler,
         selectors: Vec<String>,
         snapshot: Snapshot,
@@ -139,6 +144,7 @@ impl Daemon {
     ) -> Self {
         // Bounded, so a backend faster than the mirror waits instead of piling up.
         let (changes_tx, changes_rx) = mpsc::channel(1024);
+        let mode = options.mode;
         let mut daemon = Daemon {
             backend,
             mode,
@@ -152,12 +158,27 @@ impl Daemon {
             watch_restart: None,
             reconnect: Backoff::new(retry::BACKEND),
             shutdown,
-            tally: Tally {
-                ordered: mode == Mode::Onetime,
-                ..Tally::default()
-            },
+            tally: record::Tally::new(mode == Mode::Onetime),
+            telemetry: options.telemetry,
+            systemd: options.systemd,
+            beat_every: options.beat_every,
+            stall_file: options.stall_file,
+            confdir: options.confdir.filter(|_| mode == Mode::Watch),
+            confdir_changed: BTreeSet::new(),
+            confdir_due: None,
         };
         daemon.log_snapshot("snapshot read");
+        daemon.telemetry.connected(true);
+        daemon.telemetry.revision(daemon.mirror.revision());
+        daemon.tally.expect(daemon.scheduler.resources());
+        let resources: Vec<_> = daemon.scheduler.resources().cloned().collect();
+        daemon
+            .telemetry
+            .resources(reconfigure::files_of(&resources));
+        if resources.is_empty() && mode != Mode::Onetime {
+            let status = daemon.status_line();
+            daemon.systemd.ready(&status);
+        }
         daemon.start_watch();
         daemon.scheduler.changed_all(Instant::now());
         daemon
@@ -170,7 +191,10 @@ impl Daemon {
         mut reload_requests: mpsc::Receiver<()>,
     ) -> Result<(), DaemonError> {
         let mut ticks = self.ticks();
+        let mut beats = self.beat_every.map(every);
         let mut reloads_open = self.mode != Mode::Onetime;
+        let (confdir_tx, mut confdir_rx) = mpsc::unbounded_channel();
+        let _confdir_watch = self.watch_confdir(confdir_tx);
         loop {
             if self.mode == Mode::Onetime && self.scheduler.is_idle() {
                 return Ok(());
@@ -187,6 +211,9 @@ impl Daemon {
                 Some(ended) = self.tasks.join_next() => self.on_task_end(ended)?,
                 _ = at(self.watch_restart) => self.restart_watch(),
                 _ = tick(&mut ticks) => self.refresh().await?,
+                _ = tick(&mut beats) => self.beat(),
+                Some(paths) = confdir_rx.recv() => self.confdir_edited(paths),
+                _ = at(self.confdir_due.map(|(at, _)| at)) => self.reload_edited(&load).await?,
                 request = reload_requests.recv(), if reloads_open => match request {
                     Some(()) => self.reload(&load).await?,
                     None => reloads_open = false,
@@ -195,49 +222,32 @@ impl Daemon {
         }
     }
 
-    /// A pass ended: schedule what follows, then log, count and print its outcome.
-    fn finished(&mut self, outcome: Outcome) {
-        let retry = self.scheduler.finish(&outcome, Instant::now());
-        self.record(outcome, retry);
-    }
-
-    fn record(&mut self, outcome: Outcome, retry: Option<Duration>) {
-        outcome.log(retry);
-        let position = self.scheduler.position(&outcome.resource);
-        self.tally.add(outcome, position);
-    }
-
     fn ticks(&self) -> Option<Interval> {
-        let Mode::Interval(period) = self.mode else {
-            return None;
-        };
-        let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Some(ticks)
+        match self.mode {
+            Mode::Interval(period) => {
+                let mut ticks = tokio::time::interval_at(Instant::now() + period, period);
+                ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+                Some(ticks)
+            }
+            _ => None,
+        }
     }
 
-    fn on_change(&mut self, change: Change) {
-        let reset = matches!(change, Change::Reset(_));
-        let keys = self.mirror.apply(change);
-        let resources = self.scheduler.changed(&keys, Instant::now());
-        let revision = self.mirror.revision();
-        if reset {
-            info!(
-                revision,
-                keys = keys.len(),
-                resources,
-                "backend reset the key space"
-            );
-        } else {
-            // A delivered change shows the watch works: the next break starts over.
-            self.reconnect.reset();
-            tracing::debug!(revision, keys = keys.len(), resources, "change");
+    /// The loop's heartbeat: proof for `/health` and the systemd watchdog that the
+    /// loop itself turns.
+    fn beat(&self) {
+        if let Some(file) = &self.stall_file {
+            while file.exists() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
+        self.telemetry.beat();
+        self.systemd.watchdog();
     }
 
     fn log_snapshot(&self, what: &'static str) {
         let snapshot = self.mirror.snapshot();
-        info!(
+        tracing::info!(
             backend = self.backend.name(),
             revision = snapshot.revision,
             keys = snapshot.kvs.len(),
@@ -247,65 +257,25 @@ impl Daemon {
 
     /// Stops taking changes and waits for the passes under way and the watch.
     async fn stop(&mut self) {
+        if self.mode != Mode::Onetime {
+            self.systemd.stopping();
+        }
         self.watch_stop.cancel();
         for (outcome, retry) in self.scheduler.drain().await {
             self.record(outcome, retry);
         }
         while self.tasks.join_next().await.is_some() {}
         if self.mode != Mode::Onetime {
-            info!(revision = self.mirror.revision(), "daemon stopped");
+            tracing::info!(revision = self.mirror.revision(), "daemon stopped");
         }
     }
 }
 
-/// Each resource's last outcome, for the report; noop diffs, printed on stdout as they
-/// come, or in resource order at the end of a one-shot run (where passes run side by
-/// side and would otherwise print in whatever order they finish).
-#[derive(Default)]
-struct Tally {
-    ordered: bool,
-    last_ok: HashMap<String, bool>,
-    pending: HashMap<String, bool>,
-    diffs: BTreeMap<usize, String>,
-}
-
-impl Tally {
-    fn add(&mut self, outcome: Outcome, position: Option<usize>) {
-        if let Some(diff) = &outcome.diff {
-            match (self.ordered, position) {
-                (true, Some(position)) => {
-                    self.diffs.insert(position, diff.clone());
-                }
-                _ => print_diff(diff),
-            }
-        }
-        self.pending
-            .insert(outcome.resource.clone(), outcome.diff.is_some());
-        self.last_ok
-            .insert(outcome.resource, outcome.result.is_ok());
-    }
-
-    /// Prints the held diffs and counts every resource of the current set.
-    fn report(&mut self, scheduler: &Scheduler) -> Report {
-        for diff in std::mem::take(&mut self.diffs).into_values() {
-            print_diff(&diff);
-        }
-        let mut report = Report::default();
-        for resource in scheduler.resources() {
-            match self.last_ok.get(&resource.name) {
-                Some(true) => report.applied += 1,
-                _ => report.failed += 1,
-            }
-            if self.pending.get(&resource.name) == Some(&true) {
-                report.pending += 1;
-            }
-        }
-        report
-    }
-}
-
-fn print_diff(diff: &str) {
-    let _ = std::io::stdout().lock().write_all(diff.as_bytes());
+/// A heartbeat interval that never bursts to catch up.
+fn every(period: Duration) -> Interval {
+    let mut beats = tokio::time::interval(period);
+    beats.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    beats
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
@@ -320,7 +290,7 @@ async fn at(deadline: Option<Instant>) {
     }
 }
 
-/// The next interval tick, or never in the other modes.
+/// The next tick, or never without an interval.
 async fn tick(ticks: &mut Option<Interval>) {
     match ticks {
         Some(ticks) => {

@@ -15,6 +15,37 @@ use crate::config::Mode;
 use crate::kv::{Change, Snapshot};
 
 impl Daemon {
+    /// A change from the backend: into the mirror, and the resources it concerns marked.
+    pub(super) fn on_change(&mut self, change: Change) {
+        let reset = matches!(change, Change::Reset(_));
+        if let Change::Progress { revision } = change {
+            // The watch is live: the backend is reachable again. (The backoff starts
+            // over only with a delivered change: a stream that opens and breaks at
+            // once must keep backing off.)
+            self.telemetry.connected(true);
+            tracing::debug!(revision, "watch live");
+            return;
+        }
+        let keys = self.mirror.apply(change);
+        let resources = self.scheduler.changed(&keys, Instant::now());
+        let revision = self.mirror.revision();
+        self.telemetry.revision(revision);
+        if reset {
+            self.telemetry.resync();
+            info!(
+                revision,
+                keys = keys.len(),
+                resources,
+                "backend reset the key space"
+            );
+        } else {
+            // A delivered change shows the watch works: the next break starts over.
+            self.reconnect.reset();
+            self.telemetry.connected(true);
+            tracing::debug!(revision, keys = keys.len(), resources, "change");
+        }
+    }
+
     pub(super) fn start_watch(&mut self) {
         if self.mode != Mode::Watch {
             return;
@@ -42,6 +73,7 @@ impl Daemon {
             Err(err) => format!("watch task failed: {err}"),
         };
         let delay = self.reconnect.next_delay();
+        self.telemetry.watch_reconnect();
         warn!(cause = %cause, retry_in_ms = delay.as_millis() as u64, "watch broke; reconnecting");
         self.watch_restart = Some(Instant::now() + delay);
         Ok(())
@@ -82,11 +114,14 @@ impl Daemon {
         match read {
             Ok(snapshot) => {
                 self.mirror.apply(Change::Reset(snapshot));
+                self.telemetry.connected(true);
+                self.telemetry.revision(self.mirror.revision());
                 self.log_snapshot("snapshot read");
                 self.scheduler.changed_all(Instant::now());
                 Ok(())
             }
             Err(err) if err.is_transient() => {
+                self.telemetry.connected(false);
                 warn!(cause = %err, "snapshot failed; trying again at the next interval");
                 Ok(())
             }

@@ -151,3 +151,43 @@ mod tests {
         assert_eq!(merge(["/x".to_string(), "/".to_string()]), vec!["/"]);
     }
 }
+
+/// Properties over any input: merging keeps exactly the keys the selectors selected,
+/// `Selection` agrees with `selects`, and joining is idempotent.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn segment() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-c]{1,2}", Just("a-b".to_string()), Just("".to_string())]
+    }
+
+    fn path() -> impl Strategy<Value = String> {
+        proptest::collection::vec(segment(), 0..4).prop_map(|s| format!("/{}", s.join("/")))
+    }
+
+    proptest! {
+        #[test]
+        fn merged_selectors_select_the_same_keys(
+            selectors in proptest::collection::vec(path().prop_map(|p| join("", &p)), 0..6),
+            keys in proptest::collection::vec(path().prop_map(|p| join("", &p)), 0..12),
+        ) {
+            let merged = merge(selectors.clone());
+            let selection = Selection::new(&selectors);
+            for key in &keys {
+                let before = selectors.iter().any(|s| selects(s, key));
+                prop_assert_eq!(merged.iter().any(|s| selects(s, key)), before);
+                prop_assert_eq!(selection.selects(key), before);
+            }
+        }
+
+        #[test]
+        fn join_is_normal_and_idempotent(a in "[a-z/.]{0,12}", b in "[a-z/.]{0,12}") {
+            let joined = join(&a, &b);
+            prop_assert!(joined.starts_with('/'));
+            prop_assert!(!joined.contains("//"));
+            prop_assert_eq!(join("", &joined), joined.clone());
+        }
+    }
+}

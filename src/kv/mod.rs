@@ -70,6 +70,9 @@ pub enum Change {
     /// The whole selected key space again (after a compaction, or for backends that
     /// cannot report single events): replace the mirror with it.
     Reset(Snapshot),
+    /// The watch is live and has delivered everything up to `revision` (sent when a
+    /// watch is created and on progress notifications): nothing to apply.
+    Progress { revision: i64 },
 }
 
 #[cfg(test)]

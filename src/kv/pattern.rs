@@ -170,3 +170,34 @@ mod tests {
         }
     }
 }
+
+/// Properties over any input: no pattern panics the parser or the matcher, a pattern
+/// without wildcards matches exactly itself, and an escaped string matches itself.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_pattern_and_name_neither_panic(pattern in ".{0,24}", name in ".{0,24}") {
+            if let Ok(p) = Pattern::parse(&pattern) {
+                let _ = p.matches(&name);
+            }
+        }
+
+        #[test]
+        fn a_literal_matches_only_itself(text in "[a-z0-9/._-]{0,16}", other in "[a-z0-9/._-]{0,16}") {
+            let p = Pattern::parse(&text).expect("a literal parses");
+            prop_assert!(p.matches(&text));
+            prop_assert_eq!(p.matches(&other), other == text);
+        }
+
+        #[test]
+        fn an_escaped_string_matches_itself(text in ".{0,16}") {
+            let escaped: String = text.chars().flat_map(|c| ['\\', c]).collect();
+            let p = Pattern::parse(&escaped).expect("an escaped string parses");
+            prop_assert!(p.matches(&text));
+        }
+    }
+}

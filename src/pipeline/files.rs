@@ -84,7 +84,9 @@ pub(super) fn create_exclusive(target: &Path) -> Result<(File, PathBuf), StageEr
         match opened {
             Ok(file) => return Ok((file, path)),
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = err,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            // ENOENT also comes from directories that exist but take no new files
+            // (`/proc`, `/sys`): only a directory that is really missing is named so.
+            Err(err) if err.kind() == io::ErrorKind::NotFound && !dir.is_dir() => {
                 return Err(StageError::MissingDir {
                     dir: dir.to_path_buf(),
                 });

@@ -32,7 +32,7 @@ use crate::kv::Snapshot;
 use crate::outcome::{ApplyError, Done, FileChange, Outcome, StageError, Step, StepTime, Work};
 use crate::resource::Resource;
 use crate::scheduler::Applier;
-use crate::state::{Applied, Durability, StateDir, content_hash};
+use crate::state::{Applied, Durability, Record, StateDir, content_hash};
 use crate::store::Store;
 use crate::template::Templates;
 
@@ -193,13 +193,20 @@ impl Pipeline {
     /// for noop). An unchanged dest whose reload is owed gets the reload alone.
     fn install(&self, pass: &mut Pass, content: &str, revision: i64) -> Result<Done, ApplyError> {
         let resource = pass.resource;
+        let reloads = self.options.runs_commands() && resource.reload.is_some();
+        // Read before anything can fail: an outcome must say whether a reload is owed
+        // even when this pass stops early (the scheduler then pays it first).
+        let mut record = if reloads {
+            self.state.load(resource)
+        } else {
+            Record::default()
+        };
+        let was_owed = record.reload_owed;
+        pass.reload_owed = was_owed;
         let comparison = pass.step(Step::Compare, || compare(resource, content.as_bytes()))?;
         let changes = comparison.changes.clone();
         if !changes.any() {
-            if self.options.runs_commands()
-                && resource.reload.is_some()
-                && self.state.load(resource).reload_owed
-            {
+            if was_owed {
                 warn!(dest = %resource.dest.display(), "in sync, but its last reload failed: reloading again");
                 return self.reload_owed(pass);
             }
@@ -224,10 +231,9 @@ impl Pipeline {
         if !self.options.sync_only {
             pass.step(Step::Check, || check(resource, &staged.path))?;
         }
-        let reloads = self.options.runs_commands() && resource.reload.is_some();
-        let mut record = self.state.load(resource);
-        let was_owed = record.reload_owed;
-        pass.reload_owed = was_owed;
+        if !reloads {
+            record = self.state.load(resource);
+        }
         if reloads && !was_owed {
             // Before the swap, durably: a crash between swap and reload must leave
             // the debt behind for the next process.
@@ -284,7 +290,7 @@ impl Pipeline {
 
     /// Writes the state record. A record that cannot be written costs only the memory
     /// across restarts (the scheduler still retries in-process), so it warns.
-    fn save(&self, resource: &Resource, record: &crate::state::Record, durability: Durability) {
+    fn save(&self, resource: &Resource, record: &Record, durability: Durability) {
         if let Err(e) = self.state.store(resource, record, durability) {
             warn!(resource = %resource.name, state_dir = %self.state.path().display(), cause = %e, "cannot record the resource's state");
         }

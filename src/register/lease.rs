@@ -16,8 +16,8 @@ use etcd_client::{
 };
 
 use super::Setup;
-use crate::backend::BackendError;
-use crate::backend::etcd::{EtcdBackend, EtcdOptions, is_not_found};
+use crate::backend::etcd::{EtcdBackend, EtcdOptions, NAME, is_not_found};
+use crate::backend::{Action, BackendError};
 
 /// The daemon's etcd settings, with a request timeout shorter than the TTL: an answer
 /// that comes after the lease could have expired is of no use, and a SIGTERM must not
@@ -107,7 +107,7 @@ impl Etcd {
     pub async fn grant(&self, ttl_secs: i64) -> Result<Granted, BackendError> {
         let resp = self
             .backend
-            .call("lease grant", |mut c| async move {
+            .call(Action::LeaseGrant, |mut c| async move {
                 c.lease_grant(ttl_secs, None).await
             })
             .await?;
@@ -121,7 +121,7 @@ impl Etcd {
     /// expired, or an earlier revoke went through without its answer reaching us).
     pub async fn revoke(&self, lease: i64) -> Result<bool, BackendError> {
         self.backend
-            .call("lease revoke", |mut c| async move {
+            .call(Action::LeaseRevoke, |mut c| async move {
                 match c.lease_revoke(lease).await {
                     Ok(_) => Ok(true),
                     Err(e) if is_not_found(&e) => Ok(false),
@@ -138,7 +138,7 @@ impl Etcd {
         lease: i64,
     ) -> Result<Option<(LeaseKeeper, LeaseKeepAliveStream)>, BackendError> {
         self.backend
-            .call("lease keep-alive", |mut c| async move {
+            .call(Action::LeaseKeepAlive, |mut c| async move {
                 match c.lease_keep_alive(lease).await {
                     Ok(stream) => Ok(Some(stream)),
                     Err(e) if is_not_found(&e) => Ok(None),
@@ -188,7 +188,7 @@ impl Etcd {
     /// A watch of `key` alone, from `revision`.
     pub async fn watch(&self, key: &str, revision: i64) -> Result<WatchStream, BackendError> {
         self.backend
-            .call("watch", |mut c| async move {
+            .call(Action::Watch, |mut c| async move {
                 let options = WatchOptions::new().with_start_revision(revision);
                 c.watch(key, Some(options)).await
             })
@@ -198,7 +198,7 @@ impl Etcd {
     async fn read(&self, key: &str) -> Result<Option<Current>, BackendError> {
         let resp = self
             .backend
-            .call("get", |mut c| async move { c.get(key, None).await })
+            .call(Action::Get, |mut c| async move { c.get(key, None).await })
             .await?;
         Ok(resp.kvs().first().map(|kv| Current {
             lease: kv.lease(),
@@ -222,7 +222,7 @@ impl Etcd {
                 Some(PutOptions::new().with_lease(lease)),
             )]);
         self.backend
-            .call("put", |mut c| {
+            .call(Action::Put, |mut c| {
                 let txn = txn.clone();
                 async move {
                     match c.txn(txn).await {
@@ -243,6 +243,24 @@ enum Put {
     Done { revision: i64 },
     Raced,
     LeaseGone,
+}
+
+/// What a registration notices itself on its two streams.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    #[error("the keep-alive stream ended")]
+    KeepAliveEnded,
+    #[error("no keep-alive answer within the lease TTL ({0:?})")]
+    NoRenewal(Duration),
+    #[error("the watch of the key ended")]
+    WatchEnded,
+}
+
+impl StreamError {
+    /// As a transient failure of `action`: etcd may answer again.
+    pub fn during(self, action: Action) -> BackendError {
+        BackendError::transient(NAME, action, self)
+    }
 }
 
 #[cfg(test)]

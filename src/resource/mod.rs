@@ -91,6 +91,10 @@ pub enum Problem {
     },
     #[error(transparent)]
     Wait(#[from] WaitError),
+    #[error("dest: {0}")]
+    UnsafeDest(#[source] crate::command::UnsafePath),
+    #[error("{key}: 0 would kill every run of the command at once; give a duration above 0")]
+    ZeroTimeout { key: &'static str },
 }
 
 /// A resource file as written.
@@ -202,6 +206,13 @@ fn validate(
     };
     let prefix = keys::join(layout.prefix, &t.prefix);
     let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
+    let check = non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout));
+    let reload = non_empty(&t.reload_cmd).map(|l| Command::new(l, reload_timeout));
+    // Paths go into command lines unquoted, as confd puts them: one the shell would
+    // read as syntax is refused here rather than run.
+    if check.iter().chain(&reload).any(Command::uses_paths) {
+        crate::command::check_path(&dest).map_err(|e| (at(&t.dest), Problem::UnsafeDest(e)))?;
+    }
     Ok(Resource {
         name,
         file: file.to_path_buf(),
@@ -212,8 +223,8 @@ fn validate(
         mode,
         uid,
         gid,
-        check: non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout)),
-        reload: non_empty(&t.reload_cmd).map(|l| Command::new(l, reload_timeout)),
+        check,
+        reload,
         wait,
     })
 }
@@ -228,8 +239,11 @@ fn timeout(
 ) -> Result<std::time::Duration, Invalid> {
     match field {
         None => Ok(DEFAULT_TIMEOUT),
-        Some(v) => parse_duration(v.get_ref())
-            .map_err(|source| (Some(v.span()), Problem::Timeout { key, source })),
+        Some(v) => match parse_duration(v.get_ref()) {
+            Ok(d) if d.is_zero() => Err((Some(v.span()), Problem::ZeroTimeout { key })),
+            Ok(d) => Ok(d),
+            Err(source) => Err((Some(v.span()), Problem::Timeout { key, source })),
+        },
     }
 }
 
@@ -382,6 +396,14 @@ wait = "100ms:2s"
                 "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"soon\"\n",
                 &["line 4", "check_timeout"],
             ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/a;touch b\"\nreload_cmd = \"cat {{.dest}}\"\n",
+                &["line 3", "dest", "`;`"],
+            ),
+            (
+                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"0s\"\n",
+                &["line 4", "check_timeout", "0"],
+            ),
             ("[template\n", &["one.toml", "line 1"]),
             ("[[template]]\nsrc = \"app.tmpl\"\n", &["one.toml"]),
         ];
@@ -389,6 +411,56 @@ wait = "100ms:2s"
             let err = d.load_one(text).expect_err(text);
             for w in wanted {
                 assert!(err.contains(w), "{text:?}: {err:?} lacks {w:?}");
+            }
+        }
+    }
+}
+
+/// Properties over any input: no resource file text panics loading, and every key's
+/// value, whatever it is, gives a resource or an error naming the file.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn layout_dir() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("conf.d")).expect("conf.d");
+        std::fs::create_dir_all(dir.path().join("templates")).expect("templates");
+        std::fs::write(dir.path().join("templates/app.tmpl"), "x").expect("template");
+        dir
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn any_resource_text_loads_or_names_the_file(text in ".{0,120}") {
+            let dir = layout_dir();
+            let file = dir.path().join("conf.d/r.toml");
+            std::fs::write(&file, &text).expect("write");
+            let layout = Layout { confdir: dir.path(), prefix: "/" };
+            if let Err(e) = load(&layout, "r.toml".into(), &file) {
+                prop_assert!(e.to_string().contains("r.toml"));
+            }
+        }
+
+        #[test]
+        fn any_value_of_every_key_loads_or_names_the_file(
+            key in "(mode|owner|group|check_timeout|reload_timeout|wait|dest|prefix|check_cmd)",
+            value in ".{0,20}",
+        ) {
+            let dir = layout_dir();
+            let file = dir.path().join("conf.d/r.toml");
+            let text = if key == "dest" {
+                format!("[template]\nsrc = \"app.tmpl\"\ndest = {value:?}\n")
+            } else {
+                format!("[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\n{key} = {value:?}\n")
+            };
+            std::fs::write(&file, &text).expect("write");
+            let layout = Layout { confdir: dir.path(), prefix: "/" };
+            if let Err(e) = load(&layout, "r.toml".into(), &file) {
+                prop_assert!(e.to_string().contains("r.toml"), "{}", e);
             }
         }
     }

@@ -151,6 +151,22 @@ impl Scheduler {
         affected.len()
     }
 
+    /// Marks the resources named in `names` as changed (a confdir edit concerned them).
+    pub fn changed_names(&mut self, names: &std::collections::BTreeSet<String>, now: Instant) {
+        for slot in &mut self.slots {
+            if names.contains(&slot.resource.name) {
+                slot.change(now);
+            }
+        }
+    }
+
+    /// Whether a resource owes a reload (its last swap's reload has not succeeded).
+    pub fn reload_owed(&self, name: &str) -> bool {
+        self.by_name
+            .get(name)
+            .is_some_and(|&i| self.slots[i].reload_owed)
+    }
+
     /// Marks every resource as changed: at start, after a SIGHUP, on an interval tick.
     pub fn changed_all(&mut self, now: Instant) {
         for slot in &mut self.slots {

@@ -29,6 +29,9 @@ pub(super) struct Slot {
     pub(super) running: Option<Work>,
     /// dest holds a render whose reload has not succeeded yet.
     pub(super) reload_owed: bool,
+    /// A newer render failed before its swap: once the owed reload is paid, the apply
+    /// is retried too.
+    reapply: bool,
     retry: Option<(Instant, Work)>,
     backoff: Backoff,
 }
@@ -43,16 +46,19 @@ impl Slot {
             last_start: None,
             running: None,
             reload_owed: false,
+            reapply: false,
             retry: None,
             backoff: Backoff::new(retry::APPLY),
         }
     }
 
-    /// New data for this resource: it supersedes any retry and resets the backoff.
+    /// New data for this resource: it supersedes any retry of an apply and resets the
+    /// backoff (an owed reload is still owed: the next pass decides).
     pub(super) fn change(&mut self, now: Instant) {
         self.pending_since.get_or_insert(now);
         self.last_change = Some(now);
         self.retry = None;
+        self.reapply = false;
         self.backoff.reset();
     }
 
@@ -93,29 +99,46 @@ impl Slot {
         retries: bool,
     ) -> Option<Duration> {
         self.running = None;
-        match &outcome.result {
-            Ok(done) => {
+        match (&outcome.result, outcome.work) {
+            (Ok(_), Work::Reload) => {
+                self.reload_owed = false;
+                // The debt is paid; a newer render that failed still wants its retry.
+                if std::mem::take(&mut self.reapply) {
+                    return retries
+                        .then(|| self.schedule_retry(Work::Apply, now))
+                        .flatten();
+                }
+                self.backoff.reset();
+                self.retry = None;
+                None
+            }
+            (Ok(done), Work::Apply) => {
                 // A pass that replaced dest or ran the reload paid any reload owed; an
                 // unchanged dest ran none, so one owed from before is still owed.
                 if matches!(done, Done::Updated | Done::Reloaded) {
                     self.reload_owed = false;
                 }
                 self.reload_owed |= outcome.reload_owed;
+                self.reapply = false;
                 self.backoff.reset();
                 self.retry = (self.reload_owed && retries).then_some((now, Work::Reload));
                 None
             }
-            Err(_) => {
+            (Err(_), work) => {
                 self.reload_owed |= outcome.reload_owed;
-                // Data that came during the pass is applied next; no retry of the old.
-                // A render or check failure retries the whole apply even when an older
-                // reload is owed: getting the new data in comes first.
-                let work = if outcome.step == Step::Reload {
+                // A render or check that failed leaves the file in place as it was; if
+                // its reload is owed, that reload is retried first (the service must
+                // not stay on older config than dest says), then the apply. Data that
+                // came during the pass is applied next; no retry of the old.
+                let next = if outcome.step == Step::Reload || self.reload_owed {
+                    if work == Work::Apply && outcome.step != Step::Reload {
+                        self.reapply = true;
+                    }
                     Work::Reload
                 } else {
                     Work::Apply
                 };
-                retries.then(|| self.schedule_retry(work, now)).flatten()
+                retries.then(|| self.schedule_retry(next, now)).flatten()
             }
         }
     }
@@ -340,6 +363,29 @@ pub(super) mod tests {
         s.finish(&reload_result(true), t0 + ms(2_000), true);
         assert_eq!(s.due(), None);
         assert!(!s.reload_owed);
+    }
+
+    /// Regression: a newer render that failed its check dropped the owed reload of the
+    /// file in place, so the service ran older config than dest said.
+    #[test]
+    fn an_owed_reload_is_retried_before_a_newer_render_that_failed_its_check() {
+        let mut s = slot("0");
+        let t0 = Instant::now();
+        s.change(t0);
+        s.start(Work::Apply, t0);
+        s.finish(&failed(true), t0, true);
+        s.change(t0 + ms(100));
+        s.start(Work::Apply, t0 + ms(100));
+        s.finish(&failed(false), t0 + ms(100), true);
+        assert_eq!(s.due(), Some((t0 + ms(1_100), Work::Reload)));
+        s.start(Work::Reload, t0 + ms(1_100));
+        s.finish(&reload_result(true), t0 + ms(1_100), true);
+        assert!(!s.reload_owed);
+        assert_eq!(
+            s.due(),
+            Some((t0 + ms(3_100), Work::Apply)),
+            "then the apply"
+        );
     }
 
     #[test]

@@ -101,14 +101,21 @@ fn parse_bool(s: &str) -> TeraResult<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Ok(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Ok(false),
-        _ => Err(Error::message(format!("parseBool: invalid syntax: {s:?}"))),
+        // Never the value itself: values are often secrets, and the error's location
+        // in the template says which key it came from.
+        _ => Err(Error::message(
+            "parseBool: invalid syntax: expected 1, t, T, TRUE, true, True, 0, f, F, FALSE, false or False (the value is not shown)",
+        )),
     }
 }
 
 /// Go's `strconv.Atoi`: optional sign, decimal digits, nothing else.
 fn atoi(s: &str, _: Kwargs, _: &State) -> TeraResult<i64> {
-    s.parse::<i64>()
-        .map_err(|e| Error::message(format!("atoi: {s:?}: {e}")))
+    s.parse::<i64>().map_err(|e| {
+        Error::message(format!(
+            "atoi: expected a decimal integer: {e} (the value is not shown)"
+        ))
+    })
 }
 
 fn trim_suffix(s: &str, kw: Kwargs, _: &State) -> TeraResult<String> {
@@ -271,7 +278,9 @@ mod tests {
             assert!(parse_bool(bad).is_err(), "{bad}");
         }
         assert_eq!(render(r#"{% if "T" | parseBool %}on{% endif %}"#), "on");
-        assert!(render_err(r#"{{ "yes" | parseBool }}"#).contains("parseBool: invalid syntax"));
+        let err = render_err(r#"{% set v = "s3" ~ "cret" %}{{ v | parseBool }}"#);
+        assert!(err.contains("parseBool: invalid syntax"), "{err}");
+        assert!(!err.contains("s3cret"), "the value is never shown: {err}");
     }
 
     #[test]
@@ -280,7 +289,10 @@ mod tests {
             render(r#"{{ "42" | atoi + 1 }} {{ "-7" | atoi }} {{ "+3" | atoi }}"#),
             "43 -7 3"
         );
-        assert!(render_err(r#"{{ "x" | atoi }}"#).contains("atoi: \"x\""));
+        // Built at render time, so that the template's source does not hold it either.
+        let err = render_err(r#"{% set v = "s3" ~ "cret" %}{{ v | atoi }}"#);
+        assert!(err.contains("atoi: expected a decimal integer"), "{err}");
+        assert!(!err.contains("s3cret"), "the value is never shown: {err}");
         assert!(render_err(r#"{{ " 1" | atoi }}"#).contains("atoi:"));
     }
 

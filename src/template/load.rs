@@ -20,9 +20,11 @@ pub(super) type Broken = BTreeMap<String, Arc<BrokenTemplate>>;
 /// could not be read. Only a directory that cannot be listed is an `Err`.
 pub(super) fn sources(dir: &Path) -> io::Result<(Vec<(String, String)>, Broken)> {
     // Templates are named by their path, so a directory linked under two names must
-    // load under both; hidden files are templates too, as in confd.
+    // load under both. Hidden files and backups (`name~`) are editors' and tools'
+    // leftovers (a swap file, an atomic write's temporary), not templates: confd loads
+    // them, and a half-written swap file then fails every reload.
     let options = Options {
-        skip_hidden: false,
+        skip_hidden: true,
         every_name: true,
     };
     let mut files = Vec::new();
@@ -39,6 +41,9 @@ pub(super) fn sources(dir: &Path) -> io::Result<(Vec<(String, String)>, Broken)>
         let Some(name) = name(dir, &path) else {
             continue;
         };
+        if name.ends_with('~') {
+            continue;
+        }
         match read {
             Ok(content) => files.push((name, content)),
             Err(source) => {

@@ -317,6 +317,15 @@ impl EtcdServer {
         self.start_member().await;
     }
 
+    /// Kills etcd, deletes its data and starts a new one on the same ports and cluster
+    /// token: the revision starts over (as a wiped or re-created cluster does).
+    pub async fn wipe_and_restart(&mut self) {
+        self.member.kill();
+        let data = self.dir.path().join(format!("{}.data", self.member.name));
+        std::fs::remove_dir_all(&data).expect("remove the etcd data dir");
+        self.start_member().await;
+    }
+
     /// Turns on authentication with [`ROOT`] and [`READER`], who may only read keys
     /// starting with `read_prefix`. The harness's own client acts as root from then on.
     pub async fn enable_auth(&mut self, read_prefix: &str) {

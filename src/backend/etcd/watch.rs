@@ -10,9 +10,9 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::error::{classify, fatal, transient};
+use super::error::{EtcdError, classify, fatal, transient};
 use super::{EtcdBackend, MAX_MESSAGE_BYTES};
-use crate::backend::BackendError;
+use crate::backend::{Action, BackendError};
 use crate::kv::keys;
 use crate::kv::{Change, Event};
 
@@ -62,18 +62,31 @@ impl EtcdBackend {
                         return Ok(());
                     }
                 }
+                Restart::Rewound { seen, now } => {
+                    // etcd's history went backwards (wiped, restored from an older
+                    // snapshot, or another cluster behind the same address): revisions
+                    // up to `seen` mean other data now, and watching "after seen" would
+                    // skip them. Read everything again, as after a compaction.
+                    warn!(
+                        seen,
+                        now, "etcd's revision went backwards; reading a new snapshot"
+                    );
+                    let snapshot = self.read(selectors).await?;
+                    next = snapshot.revision + 1;
+                    if !send(&changes, Change::Reset(snapshot), &shutdown).await {
+                        return Ok(());
+                    }
+                }
                 Restart::TokenExpired if refreshes < MAX_TOKEN_REFRESHES => {
                     refreshes += 1;
                     debug!("watch refused with an expired token; refreshing it");
                     self.client
                         .refresh_token()
                         .await
-                        .map_err(|e| classify(&e, "refresh token"))?;
+                        .map_err(|e| classify(e, Action::RefreshToken))?;
                 }
                 Restart::TokenExpired => {
-                    return Err(transient(
-                        "watch refused: invalid auth token after refreshing it".into(),
-                    ));
+                    return Err(transient(Action::Watch, EtcdError::TokenStillInvalid));
                 }
             }
         }
@@ -92,7 +105,7 @@ impl EtcdBackend {
             .with_range(range.end.clone())
             .with_start_revision(*next);
         let stream = self
-            .call("watch", |c| {
+            .call(Action::Watch, |c| {
                 let (start, options) = (range.start.clone(), options.clone());
                 async move {
                     let mut watch = c
@@ -115,24 +128,35 @@ impl EtcdBackend {
                 _ = changes.closed() => return Ok(Restart::Stop),
                 _ = ticker.tick() => {
                     if last_heard.elapsed() >= self.stall_timeout {
-                        return Err(transient(format!(
-                            "watch stalled: nothing heard for {:?} (from revision {next})",
-                            last_heard.elapsed()
-                        )));
+                        let (silent, from) = (last_heard.elapsed(), *next);
+                        return Err(transient(Action::Watch, EtcdError::Stalled { silent, from }));
                     }
-                    requests.request_progress().await.map_err(|e| classify(&e, "watch"))?;
+                    requests.request_progress().await.map_err(|e| classify(e, Action::Watch))?;
                 }
                 message = responses.message() => {
-                    let Some(resp) = message.map_err(|e| classify(&e, "watch"))? else {
-                        return Err(transient(format!("watch stream ended (from revision {next})")));
+                    let Some(resp) = message.map_err(|e| classify(e, Action::Watch))? else {
+                        return Err(transient(Action::Watch, EtcdError::StreamEnded { from: *next }));
                     };
                     if resp.canceled() {
                         return cancellation(resp.compact_revision(), resp.cancel_reason(), range);
                     }
+                    if let Some(header) = resp.header()
+                        && let Some(rewound) = self.rewound(header, *next - 1)
+                    {
+                        return Ok(rewound);
+                    }
                     if resp.created() {
                         debug!(watch_id = resp.watch_id(), from = *next, "watch created");
                     }
-                    for (revision, events) in revisions(&resp, selectors) {
+                    // Created, or a progress notification: the stream is live up to the
+                    // header's revision.
+                    if resp.events().is_empty()
+                        && let Some(revision) = resp.header().map(|h| h.revision())
+                        && !send(changes, Change::Progress { revision }, shutdown).await
+                    {
+                        return Ok(Restart::Stop);
+                    }
+                    for (revision, events) in revisions(self, &resp, selectors) {
                         if !events.is_empty()
                             && !send(changes, Change::Events { revision, events }, shutdown).await
                         {
@@ -149,11 +173,27 @@ impl EtcdBackend {
     }
 }
 
+impl EtcdBackend {
+    /// Whether a response from etcd shows a history that does not continue the one
+    /// read so far (`seen`: the last revision delivered): a lower revision, or another
+    /// cluster than the snapshot's.
+    fn rewound(&self, header: &etcd_client::ResponseHeader, seen: i64) -> Option<Restart> {
+        let other_cluster = self.cluster_changed(header.cluster_id());
+        (header.revision() < seen || other_cluster).then_some(Restart::Rewound {
+            seen,
+            now: header.revision(),
+        })
+    }
+}
+
 /// Why one watch request ended without an error for the caller.
 #[derive(Debug, PartialEq, Eq)]
 enum Restart {
     /// Shutdown, or nobody listens any more.
     Stop,
+    /// etcd answered at revision `now`, below the revision `seen` already applied, or
+    /// from another cluster.
+    Rewound { seen: i64, now: i64 },
     /// The start revision was compacted (up to this revision).
     Compacted(i64),
     /// Refused at creation with an expired token.
@@ -205,15 +245,16 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 /// A watch response's events grouped by revision, in order, keeping only selected keys.
 /// A revision whose events were all filtered out stays, with no events, so that the
 /// watch still moves past it.
-fn revisions(resp: &WatchResponse, selectors: &[String]) -> Vec<(i64, Vec<Event>)> {
+fn revisions(
+    backend: &EtcdBackend,
+    resp: &WatchResponse,
+    selectors: &[String],
+) -> Vec<(i64, Vec<Event>)> {
     let events = resp.events().iter().filter_map(|event| {
         let kv = event.kv()?;
-        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let (key, value) = backend.text(kv.key(), kv.value());
         let change = match event.event_type() {
-            EventType::Put => Event::Put {
-                key,
-                value: String::from_utf8_lossy(kv.value()).into_owned(),
-            },
+            EventType::Put => Event::Put { key, value },
             EventType::Delete => Event::Delete { key },
         };
         Some((kv.mod_revision(), change))
@@ -255,22 +296,28 @@ fn cancellation(
     if compact_revision > 0 {
         return Ok(Restart::Compacted(compact_revision));
     }
+    // The one place errors are sorted by their text: a canceled watch response carries
+    // no status, only `cancel_reason`, a string (the Go error of the status, such as
+    // `rpc error: code = PermissionDenied desc = etcdserver: permission denied`).
     if reason.contains("invalid auth token") {
         return Ok(Restart::TokenExpired);
     }
-    let message = format!("watch of {range} canceled: {reason}");
-    if [
+    let is_fatal = [
         "PermissionDenied",
         "InvalidArgument",
         "Unauthenticated",
         "permission denied",
     ]
     .iter()
-    .any(|fatal| reason.contains(fatal))
-    {
-        Err(fatal(message))
+    .any(|fatal| reason.contains(fatal));
+    let cause = EtcdError::Canceled {
+        range: range.to_string(),
+        reason: reason.to_string(),
+    };
+    if is_fatal {
+        Err(fatal(Action::Watch, cause))
     } else {
-        Err(transient(message))
+        Err(transient(Action::Watch, cause))
     }
 }
 

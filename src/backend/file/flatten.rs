@@ -4,95 +4,50 @@
 //! `1000000000000000000000`, `.inf` as `+Inf`). A null produces no key at all, as in
 //! confd, whose walk has no case for nil; nor does an empty map or list.
 //!
-//! Finding, reading and merging files is left to the parent module.
+//! Finding, reading and merging files is left to the parent module; which format a
+//! file has, and the parse error type, to `format`.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
+use super::format::{Format, ParseError};
 use crate::kv::keys;
 
 /// Absolute keys to values.
 pub(super) type Kvs = BTreeMap<String, String>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Format {
-    Yaml,
-    Json,
-    Toml,
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Format::Yaml => "YAML",
-            Format::Json => "JSON",
-            Format::Toml => "TOML",
-        })
-    }
-}
-
-impl Format {
-    /// confd reads every file as YAML (JSON is a subset of it); dedicated parsers for
-    /// `.json` and `.toml` give better error messages and make TOML possible at all.
-    pub(super) fn of(path: &Path) -> Format {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-        match ext.to_ascii_lowercase().as_str() {
-            "json" => Format::Json,
-            "toml" => Format::Toml,
-            _ => Format::Yaml,
-        }
-    }
-}
-
-/// The keys of one document in `format`; the error is the parser's message with
-/// its line and column.
-pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, String> {
+/// The keys of one document in `format`.
+pub(super) fn parse(text: &str, format: Format) -> Result<Kvs, ParseError> {
     let mut kvs = Kvs::new();
     match format {
         Format::Yaml => {
-            let mut doc: serde_yaml::Value =
-                serde_yaml::from_str(text).map_err(|e| e.to_string())?;
-            doc.apply_merge().map_err(|e| e.to_string())?;
+            let mut doc: yaml_serde::Value =
+                yaml_serde::from_str(text).map_err(ParseError::Yaml)?;
+            doc.apply_merge().map_err(ParseError::Yaml)?;
             flatten_yaml(&doc, "/", &mut kvs)?;
         }
         Format::Json => {
-            let doc: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
-            flatten_json(&doc, "/", &mut kvs);
+            let doc: serde_json::Value = serde_json::from_str(text).map_err(ParseError::Json)?;
+            flatten_json(&doc, "/", &mut kvs)?;
         }
         Format::Toml => {
-            let doc: toml::Table = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
-            flatten_toml(&toml::Value::Table(doc), "/", &mut kvs);
+            let doc: toml::Table =
+                toml::from_str(text).map_err(|err| ParseError::toml(text, err))?;
+            flatten_toml(&toml::Value::Table(doc), "/", &mut kvs)?;
         }
     }
-    // A bare scalar (or a value under an empty key) has no path to live at.
     if kvs.contains_key("/") {
-        return Err("the top level must be a mapping or a list".into());
+        return Err(ParseError::NotACollection { format });
     }
     Ok(kvs)
 }
 
-/// toml's own message spans several lines with a source excerpt; a log line wants
-/// `line L column C: message` as the other parsers give it.
-fn toml_error(text: &str, err: &toml::de::Error) -> String {
-    let Some(span) = err.span() else {
-        return err.message().to_string();
-    };
-    let before = &text[..span.start.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-    format!(
-        "{} at line {line} column {column}",
-        err.message().trim_end()
-    )
-}
-
-fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<(), String> {
-    use serde_yaml::Value;
+fn flatten_yaml(node: &yaml_serde::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
+    use yaml_serde::Value;
     match node {
         Value::Null => {}
-        Value::Bool(b) => put(out, key, b.to_string()),
-        Value::Number(n) => put(out, key, yaml_number(n)),
-        Value::String(s) => put(out, key, s.clone()),
+        Value::Bool(b) => put(out, key, b.to_string(), Format::Yaml)?,
+        Value::Number(n) => put(out, key, yaml_number(n), Format::Yaml)?,
+        Value::String(s) => put(out, key, s.clone(), Format::Yaml)?,
         Value::Sequence(items) => {
             for (i, item) in items.iter().enumerate() {
                 flatten_yaml(item, &keys::join(key, &i.to_string()), out)?;
@@ -100,8 +55,9 @@ fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<()
         }
         Value::Mapping(map) => {
             for (k, v) in map {
-                let segment =
-                    yaml_key(k).ok_or_else(|| format!("a map key under {key} is not a scalar"))?;
+                let segment = yaml_key(k).ok_or_else(|| ParseError::KeyNotScalar {
+                    key: key.to_string(),
+                })?;
                 flatten_yaml(v, &keys::join(key, &segment), out)?;
             }
         }
@@ -110,8 +66,8 @@ fn flatten_yaml(node: &serde_yaml::Value, key: &str, out: &mut Kvs) -> Result<()
     Ok(())
 }
 
-fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
-    use serde_yaml::Value;
+fn yaml_key(key: &yaml_serde::Value) -> Option<String> {
+    use yaml_serde::Value;
     match key {
         Value::Null => Some(String::new()),
         Value::Bool(b) => Some(b.to_string()),
@@ -122,7 +78,7 @@ fn yaml_key(key: &serde_yaml::Value) -> Option<String> {
     }
 }
 
-fn yaml_number(n: &serde_yaml::Number) -> String {
+fn yaml_number(n: &yaml_serde::Number) -> String {
     if let Some(i) = n.as_i64() {
         i.to_string()
     } else if let Some(u) = n.as_u64() {
@@ -132,56 +88,68 @@ fn yaml_number(n: &serde_yaml::Number) -> String {
     }
 }
 
-fn flatten_json(node: &serde_json::Value, key: &str, out: &mut Kvs) {
+fn flatten_json(node: &serde_json::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
     use serde_json::Value;
     match node {
         Value::Null => {}
-        Value::Bool(b) => put(out, key, b.to_string()),
+        Value::Bool(b) => put(out, key, b.to_string(), Format::Json)?,
         Value::Number(n) => {
             let text = match (n.as_i64(), n.as_u64()) {
                 (Some(i), _) => i.to_string(),
                 (None, Some(u)) => u.to_string(),
                 _ => go_float(n.as_f64().unwrap_or(f64::NAN)),
             };
-            put(out, key, text);
+            put(out, key, text, Format::Json)?;
         }
-        Value::String(s) => put(out, key, s.clone()),
+        Value::String(s) => put(out, key, s.clone(), Format::Json)?,
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                flatten_json(item, &keys::join(key, &i.to_string()), out);
+                flatten_json(item, &keys::join(key, &i.to_string()), out)?;
             }
         }
         Value::Object(map) => {
             for (k, v) in map {
-                flatten_json(v, &keys::join(key, k), out);
+                flatten_json(v, &keys::join(key, k), out)?;
             }
         }
     }
+    Ok(())
 }
 
-fn flatten_toml(node: &toml::Value, key: &str, out: &mut Kvs) {
+fn flatten_toml(node: &toml::Value, key: &str, out: &mut Kvs) -> Result<(), ParseError> {
     use toml::Value;
+    let toml = Format::Toml;
     match node {
-        Value::String(s) => put(out, key, s.clone()),
-        Value::Integer(i) => put(out, key, i.to_string()),
-        Value::Float(f) => put(out, key, go_float(*f)),
-        Value::Boolean(b) => put(out, key, b.to_string()),
-        Value::Datetime(d) => put(out, key, d.to_string()),
+        Value::String(s) => put(out, key, s.clone(), toml)?,
+        Value::Integer(i) => put(out, key, i.to_string(), toml)?,
+        Value::Float(f) => put(out, key, go_float(*f), toml)?,
+        Value::Boolean(b) => put(out, key, b.to_string(), toml)?,
+        Value::Datetime(d) => put(out, key, d.to_string(), toml)?,
         Value::Array(items) => {
             for (i, item) in items.iter().enumerate() {
-                flatten_toml(item, &keys::join(key, &i.to_string()), out);
+                flatten_toml(item, &keys::join(key, &i.to_string()), out)?;
             }
         }
         Value::Table(map) => {
             for (k, v) in map {
-                flatten_toml(v, &keys::join(key, k), out);
+                flatten_toml(v, &keys::join(key, k), out)?;
             }
         }
     }
+    Ok(())
 }
 
-fn put(out: &mut Kvs, key: &str, value: String) {
-    out.insert(key.to_string(), value);
+fn put(out: &mut Kvs, key: &str, value: String, format: Format) -> Result<(), ParseError> {
+    match out.entry(key.to_string()) {
+        std::collections::btree_map::Entry::Occupied(_) => Err(ParseError::Collision {
+            format,
+            key: key.to_string(),
+        }),
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            slot.insert(value);
+            Ok(())
+        }
+    }
 }
 
 /// Go's `strconv.FormatFloat(f, 'f', -1, 64)`: the shortest digits that read back
@@ -197,6 +165,27 @@ fn go_float(f: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: `a: {b: x}` and `"a/b": y` in one file collided silently (the map's
+    /// order decided which value a template saw).
+    #[test]
+    fn one_key_given_twice_in_one_file_is_an_error_naming_it() {
+        let cases = [
+            ("a: {b: x}\n\"a/b\": y\n", Format::Yaml),
+            ("{\"a\": {\"b\": 1}, \"a/b\": 2}", Format::Json),
+            ("\"a/b\" = 1\n[a]\nb = 2\n", Format::Toml),
+            ("a//b: 1\na/b: 2\n", Format::Yaml),
+        ];
+        for (text, format) in cases {
+            let err = parse(text, format).expect_err(text);
+            assert!(
+                matches!(err, ParseError::Collision { .. }),
+                "{text}: {err:?}"
+            );
+            assert!(err.to_string().contains("/a/b"), "{err}");
+        }
+        assert!(parse("a: {b: x}\nc: y\n", Format::Yaml).is_ok());
+    }
 
     fn kvs(pairs: &[(&str, &str)]) -> Kvs {
         pairs
@@ -240,6 +229,16 @@ app:
                 ("/app/items/0/name", "x"),
                 ("/app/items/0/weight", "-1"),
             ])
+        );
+    }
+
+    /// The module's promise of the YAML 1.2 core schema (confd's yaml.v2 made these
+    /// `true`/`false`), kept across the move from serde_yaml to yaml_serde.
+    #[test]
+    fn yes_and_on_stay_strings() {
+        assert_eq!(
+            parse("a: yes\nb: on\nc: off\nd: True\n", Format::Yaml).unwrap(),
+            kvs(&[("/a", "yes"), ("/b", "on"), ("/c", "off"), ("/d", "true")])
         );
     }
 
@@ -310,15 +309,6 @@ name = \"u\"
     }
 
     #[test]
-    fn the_format_follows_the_extension() {
-        assert_eq!(Format::of(Path::new("a.JSON")), Format::Json);
-        assert_eq!(Format::of(Path::new("a.toml")), Format::Toml);
-        assert_eq!(Format::of(Path::new("a.yml")), Format::Yaml);
-        assert_eq!(Format::of(Path::new("app.conf")), Format::Yaml);
-        assert_eq!(Format::of(Path::new("noext")), Format::Yaml);
-    }
-
-    #[test]
     fn an_empty_document_has_no_keys() {
         assert_eq!(parse("", Format::Yaml).unwrap(), Kvs::new());
         assert_eq!(parse("", Format::Toml).unwrap(), Kvs::new());
@@ -327,7 +317,7 @@ name = \"u\"
     #[test]
     fn a_bare_scalar_is_an_error() {
         let err = parse("just a string\n", Format::Yaml).unwrap_err();
-        assert!(err.contains("top level"), "{err}");
+        assert!(err.to_string().contains("top level"), "{err}");
     }
 
     #[test]
@@ -335,11 +325,57 @@ name = \"u\"
         let yaml = parse("a: b\nc: [unclosed\n", Format::Yaml).unwrap_err();
         let json = parse("{\n  \"a\": 1,\n}", Format::Json).unwrap_err();
         let toml = parse("a = 1\nb = \n", Format::Toml).unwrap_err();
-        assert!(yaml.contains("at line 3 column 1"), "{yaml}");
-        assert_eq!(json, "trailing comma at line 3 column 1");
+        assert!(yaml.to_string().contains("at line 3 column 1"), "{yaml}");
+        assert_eq!(json.to_string(), "trailing comma at line 3 column 1");
+        let toml_text = toml.to_string();
         assert!(
-            !toml.contains('\n') && toml.ends_with("at line 2 column 5"),
+            !toml_text.contains('\n') && toml_text.ends_with("at line 2 column 5"),
             "{toml}"
         );
+        let typed = [yaml, json, toml].map(|err| (err.format(), err.line()));
+        assert_eq!(
+            typed,
+            [
+                (Format::Yaml, Some(3)),
+                (Format::Json, Some(3)),
+                (Format::Toml, Some(2))
+            ]
+        );
+    }
+}
+
+/// Properties over any input: no document panics the flattener, and nested maps of
+/// plain keys come back as the paths and values they hold.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_text_in_any_format_neither_panics(text in ".{0,64}") {
+            for format in [Format::Yaml, Format::Json, Format::Toml] {
+                let _ = parse(&text, format);
+            }
+        }
+
+        #[test]
+        fn nested_json_flattens_to_its_paths(
+            tree in proptest::collection::btree_map(
+                "[a-z]{1,4}",
+                proptest::collection::btree_map("[a-z]{1,4}", "[a-zA-Z0-9 ]{0,8}", 1..4),
+                1..4,
+            )
+        ) {
+            let text = serde_json::to_string(&tree).expect("serializable");
+            let kvs = parse(&text, Format::Json).expect("valid JSON");
+            let mut expected = Kvs::new();
+            for (a, inner) in &tree {
+                for (b, value) in inner {
+                    expected.insert(format!("/{a}/{b}"), value.clone());
+                }
+            }
+            prop_assert_eq!(kvs, expected);
+        }
     }
 }

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use std::time::Duration;
 
 use super::{Ended, Failure, Holder};
-use crate::backend::BackendError;
+use crate::backend::Action;
 use crate::backend::etcd::classify;
 use crate::register::health::changed;
+use crate::register::lease::StreamError;
 
 /// The shortest time between two renewals.
 const MIN_RENEWAL_PERIOD: Duration = Duration::from_millis(500);
@@ -47,7 +48,7 @@ impl Holder {
                 },
                 _ = sleep_until(next_renewal) => {
                     if let Err(e) = keeper.keep_alive().await {
-                        return Err(self.renewal_failed(classify(&e, "lease keep-alive")));
+                        return Err(self.renewal_failed(classify(e, Action::LeaseKeepAlive)));
                     }
                     sent.get_or_insert_with(Instant::now);
                     // From now, not from the missed deadline: a process that was
@@ -61,17 +62,18 @@ impl Holder {
                         }
                     }
                     Ok(Some(_)) => return Ok(Ended::LeaseExpired),
-                    Ok(None) => return Err(self.renewal_failed(transient("the keep-alive stream ended"))),
-                    Err(e) => return Err(self.renewal_failed(classify(&e, "lease keep-alive"))),
+                    Ok(None) => return Err(self.renewal_failed(StreamError::KeepAliveEnded.during(Action::LeaseKeepAlive))),
+                    Err(e) => return Err(self.renewal_failed(classify(e, Action::LeaseKeepAlive))),
                 },
                 _ = sleep_until(expires) => {
-                    return Err(self.renewal_failed(transient("no keep-alive answer within the lease TTL")));
+                    let cause = StreamError::NoRenewal(lease.ttl).during(Action::LeaseKeepAlive);
+                    return Err(self.renewal_failed(cause));
                 }
                 event = watch.message() => {
                     let response = match event {
                         Ok(Some(response)) => response,
-                        Ok(None) => return Err(transient("the watch of the key ended").into()),
-                        Err(e) => return Err(classify(&e, "watch").into()),
+                        Ok(None) => return Err(StreamError::WatchEnded.during(Action::Watch).into()),
+                        Err(e) => return Err(classify(e, Action::Watch).into()),
                     };
                     if response.canceled() {
                         // Compacted past our revision (or refused): claim again, which
@@ -106,12 +108,5 @@ impl Holder {
                 )),
             }
         })
-    }
-}
-
-fn transient(message: &str) -> BackendError {
-    BackendError::Transient {
-        backend: "etcdv3",
-        message: message.to_string(),
     }
 }
