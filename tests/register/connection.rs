@@ -69,3 +69,29 @@ async fn credentials_are_used_and_a_user_who_may_not_write_gets_exit_2() {
         "the refused one revoked its lease"
     );
 }
+
+#[tokio::test]
+async fn logs_take_the_daemons_json_format() {
+    let etcd = EtcdServer::start().await;
+    let mut client = etcd.client().await;
+    let dir = Confdir::new();
+    let daemon = register(&dir, &etcd, &["--log-format", "json"]);
+    registered(&mut client, &daemon).await;
+    drop(daemon);
+    let log = dir.read("daemon.stderr");
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let registered = lines
+        .iter()
+        .find(|l| l["message"] == "registered")
+        .unwrap_or_else(|| panic!("no registered line:\n{log}"));
+    assert_eq!(registered["key"], KEY);
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "deregistered: lease revoked, key deleted"),
+        "{log}"
+    );
+}
