@@ -82,6 +82,21 @@ impl Nginx {
         &self.addr
     }
 
+    /// Waits until no worker of an older configuration is left: after a reload, nginx
+    /// keeps the old workers (titled "worker process is shutting down") until their
+    /// connections end, and a new connection may still reach one for a moment.
+    pub fn wait_old_workers_gone(&self) {
+        let master = self.child.id();
+        let deadline = Instant::now() + NGINX_DEADLINE;
+        while old_workers(master) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "nginx's old workers did not exit within {NGINX_DEADLINE:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// What nginx wrote on stdout and stderr so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -105,6 +120,28 @@ impl Nginx {
             thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Children of `master` whose process title says they are shutting down.
+fn old_workers(master: u32) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let dir = e.path();
+            let parent = std::fs::read_to_string(dir.join("stat"))
+                .ok()
+                .and_then(|stat| {
+                    let rest = stat.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                });
+            parent == Some(master)
+                && std::fs::read(dir.join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("shutting down"))
+        })
+        .count()
 }
 
 impl Drop for Nginx {

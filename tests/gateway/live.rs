@@ -204,6 +204,12 @@ impl Live {
         self.nginx.addr()
     }
 
+    /// Waits until nginx's workers of older configurations are gone: after this, every
+    /// new connection is served by the current configuration.
+    pub(super) fn settle(&self) {
+        self.nginx.wait_old_workers_gone();
+    }
+
     /// The lines of `commands.log`.
     pub(super) fn commands(&self) -> Vec<String> {
         self.gw

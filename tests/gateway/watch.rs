@@ -254,6 +254,7 @@ fn requests_never_fail_while_routes_and_instances_change() {
     // moment after its reload (a 404 on /api/ under load, seen in 2 of 9 runs): wait
     // until they are gone, so that the run measures the 20 changes, not the set-up.
     settle(live.addr(), "/api/");
+    live.settle();
     let load = Load::start(live.addr(), "/api/");
     let before = live.reloads();
     let started = Instant::now();
