@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::backend::{Backend, BackendError};
 use crate::confdir::{Confdir, ConfdirError};
 use crate::config::{BackendConfig, Config, ConfigError, Mode};
 use crate::daemon::{self, DaemonError, Report};
-use crate::pipeline::{self, Pipeline};
+use crate::pipeline::{self, InPlace, Pipeline, overlay};
+use crate::resource::Resource;
 use crate::retry::{self, Backoff};
 use crate::scheduler::{DEFAULT_CONCURRENCY, ResourceSet, Settings};
 use crate::state::{self, StateDir, StateError};
@@ -51,6 +52,15 @@ pub async fn run(
     if !config.noop {
         state::migrate_markers(&state, &set.resources);
     }
+    let in_place = in_place(&config, &state, &set.resources);
+    // Before anything else: a swap a stopped process left half done is completed or
+    // undone, so that every pass starts from one whole set.
+    Pipeline::new(
+        Arc::clone(&set.templates),
+        state.clone(),
+        pipeline_options(&config, in_place),
+    )
+    .recover(&set.resources);
     let broken = set.errors.len();
     let resources = set.resources.len();
     let all_failed = |cause: &BackendError| {
@@ -74,8 +84,8 @@ pub async fn run(
             retries: true,
         },
     };
-    let scheduled = scheduled_set(&config, set, state);
-    let load = loader(config.clone(), reconfigure);
+    let scheduled = scheduled_set(&config, set, state, in_place);
+    let load = loader(config.clone(), reconfigure, in_place);
     let result = daemon::run(backend, scheduled, load, reload_requests, options, shutdown).await;
     match (result, config.mode) {
         (Ok(mut report), Mode::Onetime) => {
@@ -141,22 +151,54 @@ fn etcd_options(e: &crate::config::EtcdConfig) -> crate::backend::etcd::EtcdOpti
     }
 }
 
-pub fn pipeline_options(config: &Config) -> pipeline::Options {
+pub fn pipeline_options(config: &Config, in_place: InPlace) -> pipeline::Options {
     pipeline::Options {
         noop: config.noop,
         sync_only: config.sync_only,
         keep_stage_file: config.keep_stage_file,
+        in_place,
+    }
+}
+
+/// How units are checked in place, found out once at start and said once: an overlay
+/// in a private mount namespace where it can be mounted (root, or a user namespace
+/// that allows it) and `CONFLUX_CHECK_OVERLAY` is not `off`; else swap, check, restore.
+fn in_place(config: &Config, state: &StateDir, resources: &[Resource]) -> InPlace {
+    let needed = !config.noop
+        && !config.sync_only
+        && resources.iter().any(|r| r.is_unit() && r.check.is_some());
+    if !needed {
+        return InPlace::SwapFirst;
+    }
+    if std::env::var(overlay::DISABLE_ENV).is_ok_and(|v| v == "off") {
+        warn!(
+            "{}=off: units are checked by swap, check, restore (the new files are live, not reloaded, while check_cmd runs)",
+            overlay::DISABLE_ENV
+        );
+        return InPlace::SwapFirst;
+    }
+    match overlay::probe(&state.path().join("overlay-probe")) {
+        Ok(()) => {
+            info!(
+                "units are checked in place over an overlay of their new files (private mount namespace)"
+            );
+            InPlace::Overlay
+        }
+        Err(cause) => {
+            warn!(%cause, "cannot mount an overlay: units are checked by swap, check, restore (the new files are live, not reloaded, while check_cmd runs)");
+            InPlace::SwapFirst
+        }
     }
 }
 
 /// The scheduler's view of a confdir: its resources and the pipeline that applies them.
-fn scheduled_set(config: &Config, set: Confdir, state: StateDir) -> ResourceSet {
+fn scheduled_set(config: &Config, set: Confdir, state: StateDir, in_place: InPlace) -> ResourceSet {
     ResourceSet {
         resources: set.resources,
         applier: Arc::new(Pipeline::new(
             set.templates,
             state,
-            pipeline_options(config),
+            pipeline_options(config, in_place),
         )),
     }
 }
@@ -172,7 +214,7 @@ enum ReloadError {
 
 /// SIGHUP: the configuration and conf.d again. A set with a broken resource file or
 /// template is refused as a whole, so a half-edited confdir never replaces a working one.
-fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
+fn loader(running: Config, reconfigure: ConfigSource, in_place: InPlace) -> daemon::Loader {
     Box::new(move || {
         let load = || -> Result<ResourceSet, ReloadError> {
             let config = reconfigure().map_err(RunError::from)?;
@@ -192,7 +234,8 @@ fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
             if !config.noop {
                 state::migrate_markers(&state, &set.resources);
             }
-            Ok(scheduled_set(&config, set, state))
+            // The probe's answer at start stands: a SIGHUP does not change privileges.
+            Ok(scheduled_set(&config, set, state, in_place))
         };
         load().map_err(Into::into)
     })

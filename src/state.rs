@@ -6,7 +6,10 @@
 //! <state dir>/              mode 0700
 //!   resources/
 //!     <name>-<hash of the resource file's path>/
-//!       state.json          the Record below
+//!       state.json          the Record below (with the manifest of fan-out files)
+//!       journal.json        a unit's swap under way or not yet reloaded (`journal`)
+//!       previous/           the files that swap replaces, for an undo or a rollback
+//!       overlay/            upper and work directories of the in-place check
 //! ```
 //!
 //! One directory per resource, keyed by its resource file's absolute path (two confdirs
@@ -19,7 +22,9 @@
 //!
 //! Deciding when to write is the pipeline's business; this only reads and writes.
 
-use std::collections::BTreeMap;
+mod journal;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -30,6 +35,8 @@ use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use crate::resource::Resource;
+
+pub use journal::{Backup, Entry, Journal, Phase, sync_dir, write_copy};
 
 /// The default state directory.
 pub const DEFAULT_DIR: &str = "/var/lib/conflux";
@@ -63,6 +70,11 @@ pub struct Record {
     /// What was last written to each file, by its path.
     #[serde(default)]
     pub files: BTreeMap<PathBuf, Applied>,
+    /// The manifest of a unit's fan-outs: every file they wrote that is still there.
+    /// Only these are ever removed when their match goes; a file placed by hand in
+    /// the same directory is not conflux's.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub owned: BTreeSet<PathBuf>,
 }
 
 /// One file as conflux last wrote it.

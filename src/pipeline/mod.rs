@@ -18,6 +18,9 @@ mod compare;
 mod files;
 #[cfg(test)]
 mod tests;
+mod unit;
+
+pub use unit::overlay;
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
@@ -51,6 +54,20 @@ pub struct Options {
     pub sync_only: bool,
     /// Leave the stage file behind when it was not renamed into place.
     pub keep_stage_file: bool,
+    /// How a unit's `check_cmd` sees the new set at the real paths.
+    pub in_place: InPlace,
+}
+
+/// How a unit is checked in place, decided once at start ([`overlay::probe`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InPlace {
+    /// In a private mount namespace over an overlay of the new set: the live files
+    /// never change before the check passes.
+    Overlay,
+    /// Swap, check, restore on failure: without the privilege to mount, the new set is
+    /// live (but not reloaded) while the check runs, under the journal.
+    #[default]
+    SwapFirst,
 }
 
 impl Options {
@@ -81,6 +98,7 @@ struct Pass<'a> {
     files: Vec<FileChange>,
     diff: Option<String>,
     reload_owed: bool,
+    degraded: bool,
 }
 
 impl Pass<'_> {
@@ -115,11 +133,25 @@ impl Pipeline {
         };
         self.pass(resource, work, revision, |pass| match work {
             Work::Apply => {
-                let content = pass.step(Step::Render, || self.render(resource, snapshot))?;
+                let store = Store::cut(snapshot, &resource.prefix, &resource.selectors);
+                min_keys(resource, &store)?;
+                if resource.is_unit() {
+                    return self.apply_unit(pass, &store, snapshot);
+                }
+                let content = pass.step(Step::Render, || self.render(resource, &store))?;
                 self.install(pass, &content, revision)
             }
+            Work::Reload if resource.is_unit() => self.reload_unit(pass),
             Work::Reload => self.reload_owed(pass),
         })
+    }
+
+    /// Before anything else at start: the swaps that a stopped process left half done
+    /// are completed or undone (see the `unit` module). A noop run writes nothing.
+    pub fn recover(&self, resources: &[Resource]) {
+        if !self.options.noop {
+            unit::recover(&self.state, resources);
+        }
     }
 
     /// Everything after `render`, for content rendered elsewhere (tests, lint).
@@ -146,6 +178,7 @@ impl Pipeline {
             files: Vec::new(),
             diff: None,
             reload_owed: false,
+            degraded: false,
         };
         let result =
             panic::catch_unwind(AssertUnwindSafe(|| body(&mut pass))).unwrap_or_else(|panic| {
@@ -173,15 +206,15 @@ impl Pipeline {
             diff: pass.diff,
             result,
             reload_owed: pass.reload_owed,
+            degraded: pass.degraded,
             elapsed: started.elapsed(),
         }
     }
 
-    /// The template's output for this snapshot, cut to the resource's keys.
-    fn render(&self, resource: &Resource, snapshot: &Snapshot) -> Result<String, ApplyError> {
-        let store = Store::cut(snapshot, &resource.prefix, &resource.selectors);
+    /// The template's output for the resource's keys.
+    fn render(&self, resource: &Resource, store: &Store) -> Result<String, ApplyError> {
         self.templates
-            .render(&resource.src, &store)
+            .render(&resource.src, store)
             .map_err(|source| ApplyError::Render {
                 resource: resource.name.clone(),
                 dest: resource.dest.clone(),
@@ -216,9 +249,10 @@ impl Pipeline {
         let mut staged = pass.step(Step::Stage, || {
             stage(
                 resource,
+                &resource.dest,
                 &comparison.wanted,
                 content.as_bytes(),
-                &self.options,
+                self.options.keep_stage_file,
             )
         })?;
         if !self.options.sync_only {
@@ -291,6 +325,18 @@ impl Pipeline {
     }
 }
 
+/// `min_keys`: a wiped prefix or an ACL mistake must not render an empty config.
+fn min_keys(resource: &Resource, store: &Store) -> Result<(), ApplyError> {
+    match resource.min_keys {
+        Some(min) if store.len() < min => Err(ApplyError::TooFewKeys {
+            resource: resource.name.clone(),
+            seen: store.len(),
+            min,
+        }),
+        _ => Ok(()),
+    }
+}
+
 fn compare(resource: &Resource, content: &[u8]) -> Result<Comparison, ApplyError> {
     compare::compare(
         &resource.dest,
@@ -311,27 +357,28 @@ fn compare(resource: &Resource, content: &[u8]) -> Result<Comparison, ApplyError
 /// is written (so it is never readable by more than its final readers), then fsynced.
 fn stage(
     resource: &Resource,
+    dest: &Path,
     wanted: &Wanted,
     content: &[u8],
-    opts: &Options,
+    keep: bool,
 ) -> Result<StageFile, ApplyError> {
     let fail = |source| ApplyError::Stage {
         resource: resource.name.clone(),
-        dest: resource.dest.clone(),
+        dest: dest.to_path_buf(),
         source,
     };
     let io = |what, path: &Path| {
         let path = path.to_path_buf();
         move |source| StageError::Io { what, path, source }
     };
-    let target = resolve_links(&resource.dest)
-        .map_err(io("cannot resolve", &resource.dest))
+    let target = resolve_links(dest)
+        .map_err(io("cannot resolve", dest))
         .map_err(fail)?;
     let (file, path) = create_exclusive(&target).map_err(fail)?;
     let staged = StageFile {
         path,
         target,
-        keep: opts.keep_stage_file,
+        keep,
         renamed: false,
     };
     set_owner_and_mode(&file, wanted)

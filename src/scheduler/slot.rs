@@ -110,7 +110,7 @@ impl Slot {
                 // Data that came during the pass is applied next; no retry of the old.
                 // A render or check failure retries the whole apply even when an older
                 // reload is owed: getting the new data in comes first.
-                let work = if outcome.step == Step::Reload {
+                let work = if outcome.step == Step::Reload && !outcome.degraded {
                     Work::Reload
                 } else {
                     Work::Apply
