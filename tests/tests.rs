@@ -10,6 +10,8 @@
 //! - `daemon`: the real binary as a daemon (`--watch`, interval) and `--onetime`
 //!   against a real etcd: restarts, compaction, a cluster, auth, TLS, signals.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
+//! - `units`: resources as units (several files, fan-out, in-place check, rollback,
+//!   `min_keys`, kill -9 during applies) with a real etcd and a real nginx.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
@@ -22,3 +24,4 @@ mod nginx;
 mod onetime;
 mod state;
 mod support;
+mod units;
