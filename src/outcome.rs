@@ -211,14 +211,28 @@ impl Outcome {
             (Ok(done), _) => {
                 let changed = matches!(done, Done::Updated | Done::Reloaded);
                 if changed {
-                    let check_ms = self.took(Step::Check).map(|d| d.as_millis() as u64);
-                    let reload_ms = self.took(Step::Reload).map(|d| d.as_millis() as u64);
+                    let ms = |step| self.took(step).map(|d| d.as_secs_f64() * 1e3);
+                    let (render_ms, compare_ms, stage_ms) =
+                        (ms(Step::Render), ms(Step::Compare), ms(Step::Stage));
+                    let (check_ms, swap_ms, reload_ms) =
+                        (ms(Step::Check), ms(Step::Swap), ms(Step::Reload));
+                    let files = self.files.len();
                     for file in &self.files {
                         debug!(resource, dest = %file.path.display(), changes = %file, "changed");
                     }
                     info!(
                         resource,
-                        revision, changed, elapsed_ms, check_ms, reload_ms, "applied"
+                        revision,
+                        changed,
+                        files,
+                        elapsed_ms,
+                        render_ms,
+                        compare_ms,
+                        stage_ms,
+                        check_ms,
+                        swap_ms,
+                        reload_ms,
+                        "applied"
                     )
                 } else {
                     info!(resource, revision, changed, elapsed_ms, "applied")

@@ -84,6 +84,38 @@ pub struct Applied {
     pub revision: i64,
     /// SHA-256 of its content, in hex.
     pub sha256: String,
+    /// How the file looked on disk just after it was written (units only): a file that
+    /// still looks so and whose render hashes the same is unchanged without being read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+/// What `stat` says of a file: inode, size, change time, mode and owner. A rename over
+/// the file, a write to it and a chmod or chown all change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
 }
 
 /// How hard a write tries to survive a crash.
@@ -198,7 +230,13 @@ pub fn content_hash(content: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn write_atomically(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
@@ -290,6 +328,7 @@ mod tests {
             Applied {
                 revision: 7,
                 sha256: content_hash(b"x"),
+                stamp: None,
             },
         );
         state.store(&r, &record, Durability::Synced).unwrap();

@@ -433,3 +433,46 @@ async fn a_valid_change_to_two_files_swaps_both_and_reloads_once() {
     assert!(!dir.exists("out/nginx.pid"));
     assert!(!dir.exists("out/client_body_temp"));
 }
+
+#[test]
+fn noop_prints_the_diff_of_every_file_and_sync_only_writes_the_unit_without_commands() {
+    let dir = unit_confdir("check_cmd = \"exit 1\"");
+    let data = |frags: &str| {
+        let file = dir.write("data.json", &format!(r#"{{"app": {{"frags": {frags}}}}}"#));
+        file.to_str().expect("utf-8").to_string()
+    };
+    let both = data(r#"{"a": "alpha", "b": "beta"}"#);
+    // sync-only: written without the (failing) check and without the reload.
+    dir.run(&[
+        "--onetime",
+        "--sync-only",
+        "--backend",
+        "file",
+        "--file",
+        &both,
+    ])
+    .assert_code(0);
+    assert_eq!(frags(&dir), ["a.conf", "b.conf"]);
+    assert!(reloads(&dir).is_empty(), "no reload with --sync-only");
+
+    let only_a = data(r#"{"a": "ALPHA"}"#);
+    let run = dir.run(&[
+        "--onetime",
+        "--noop",
+        "--backend",
+        "file",
+        "--file",
+        &only_a,
+    ]);
+    run.assert_code(0);
+    for line in [
+        "-include frags/b.conf;",
+        "-alpha",
+        "+ALPHA",
+        "-beta",
+        "+++ /dev/null",
+    ] {
+        assert!(run.stdout.contains(line), "no {line:?} in:\n{}", run.stdout);
+    }
+    assert_eq!(frags(&dir), ["a.conf", "b.conf"], "noop writes nothing");
+}

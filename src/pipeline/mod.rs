@@ -285,6 +285,7 @@ impl Pipeline {
             Applied {
                 revision,
                 sha256: content_hash(content.as_bytes()),
+                stamp: None,
             },
         );
         if reloads {

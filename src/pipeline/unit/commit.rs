@@ -18,7 +18,7 @@ use super::{Change, Pass, Pipeline};
 use crate::outcome::{ApplyError, Done, Step};
 use crate::pipeline::{InPlace, run_command, run_reload};
 use crate::resource::{OnReloadFailure, Resource};
-use crate::state::{Durability, Journal, Phase, Record, StateDir};
+use crate::state::{Durability, Journal, Phase, Record, Stamp, StateDir};
 
 impl Pipeline {
     /// Stage, check, swap and reload `changes`; `before` and `after` are the records of
@@ -74,6 +74,7 @@ impl Pipeline {
             }
             self.swap(pass, &journal, &mut staged)?;
         }
+        stamp(&mut journal.after, changes);
         self.finish(pass, journal)
     }
 
@@ -233,6 +234,19 @@ impl Pipeline {
             }
             (Err(e), Some(journal)) => self.reload_failed(pass, journal, e),
             (Err(e), None) => Err(e),
+        }
+    }
+}
+
+/// Records how each file just written looks on disk, so that the next compare can
+/// trust it without reading it.
+fn stamp(after: &mut Record, changes: &[Change]) {
+    for change in changes.iter().filter(|c| c.new.is_some()) {
+        if let (Some(applied), Ok(meta)) = (
+            after.files.get_mut(&change.dest),
+            std::fs::metadata(&change.dest),
+        ) {
+            applied.stamp = Some(Stamp::of(&meta));
         }
     }
 }

@@ -17,6 +17,7 @@ mod txn;
 mod tests;
 
 use std::collections::BTreeSet;
+use std::fs;
 use std::path::PathBuf;
 
 use tracing::{debug, info, warn};
@@ -27,7 +28,7 @@ use super::{Pass, Pipeline};
 use crate::kv::Snapshot;
 use crate::outcome::{ApplyError, Done, FileChange, Step};
 use crate::resource::Resource;
-use crate::state::Record;
+use crate::state::{Applied, Record, Stamp, content_hash};
 use crate::store::Store;
 
 use plan::Planned;
@@ -60,11 +61,16 @@ impl Pipeline {
         let plan = pass.step(Step::Render, || {
             plan::render(&self.templates, resource, store)
         })?;
-        let record = self.state.load(resource);
-        let changes = pass.step(Step::Compare, || changes(resource, &plan, &record))?;
+        let mut record = self.state.load(resource);
+        let revision = snapshot.revision;
+        let (changes, fresh) = pass.step(Step::Compare, || {
+            changes(resource, &plan, &record, revision)
+        })?;
         let owed = record.reload_owed || self.state.journal(resource).is_some();
+        let restamped = !fresh.is_empty();
+        record.files.extend(fresh);
         if changes.is_empty() {
-            return self.in_sync(pass, &plan, record, owed);
+            return self.in_sync(pass, &plan, record, owed, restamped);
         }
         pass.files = changes.iter().map(|c| c.change.clone()).collect();
         if self.options.noop {
@@ -73,7 +79,7 @@ impl Pipeline {
             return Ok(Done::WouldUpdate);
         }
         info!(dest = %resource.dest.display(), files = changes.len(), "out of sync");
-        let after = record_after(&record, &plan, &changes, snapshot.revision);
+        let after = record_after(&record, &plan, &changes, revision);
         self.commit(pass, &plan, &changes, record, after)
     }
 
@@ -85,10 +91,11 @@ impl Pipeline {
         plan: &[Planned],
         mut record: Record,
         owed: bool,
+        restamped: bool,
     ) -> Result<Done, ApplyError> {
         let resource = pass.resource;
         let owned = owned(plan);
-        if record.owned != owned && !self.options.noop {
+        if (record.owned != owned || restamped) && !self.options.noop {
             record.owned = owned;
             self.save(resource, &record, crate::state::Durability::Synced);
         }
@@ -109,13 +116,18 @@ fn owned(plan: &[Planned]) -> BTreeSet<PathBuf> {
         .collect()
 }
 
+/// Record entries to refresh after a compare.
+type Fresh = Vec<(PathBuf, Applied)>;
+
 /// Each planned file that differs from the disk, then each file the manifest lists
-/// that no match renders any more and that is still there.
+/// that no match renders any more and that is still there. Also the record entries to
+/// refresh: files found unchanged by reading them, whose stamp was missing or stale.
 fn changes(
     resource: &Resource,
     plan: &[Planned],
     record: &Record,
-) -> Result<Vec<Change>, ApplyError> {
+    revision: i64,
+) -> Result<(Vec<Change>, Fresh), ApplyError> {
     let fail = |dest: &PathBuf| {
         let dest = dest.clone();
         move |source| ApplyError::Compare {
@@ -125,7 +137,12 @@ fn changes(
         }
     };
     let mut changes = Vec::new();
+    let mut fresh = Vec::new();
     for (index, p) in plan.iter().enumerate() {
+        let sha256 = content_hash(p.content.as_bytes());
+        if unchanged_as_recorded(p, &sha256, record.files.get(&p.dest)) {
+            continue;
+        }
         let c = compare::compare(&p.dest, p.mode, p.uid, p.gid, p.content.as_bytes())
             .map_err(fail(&p.dest))?;
         if c.changes.any() {
@@ -136,6 +153,16 @@ fn changes(
                 current: c.current,
                 change: c.changes,
             });
+        } else if let Ok(meta) = fs::metadata(&p.dest) {
+            let stamp = Some(Stamp::of(&meta));
+            fresh.push((
+                p.dest.clone(),
+                Applied {
+                    revision,
+                    sha256,
+                    stamp,
+                },
+            ));
         }
     }
     let now = owned(plan);
@@ -155,7 +182,31 @@ fn changes(
             },
         });
     }
-    Ok(changes)
+    Ok((changes, fresh))
+}
+
+/// Whether the file is still exactly what conflux last wrote and the render is the
+/// same, without reading it: same content hash, and `stat` (inode, size, change time,
+/// mode, owner) as just after the write. A unit of a thousand files then compares in
+/// a thousand `stat`s. Anything else (no record, a file touched since, a mode or owner
+/// the output now wants otherwise) is compared for real.
+fn unchanged_as_recorded(p: &Planned, sha256: &str, applied: Option<&Applied>) -> bool {
+    let Some(Applied {
+        sha256: recorded,
+        stamp: Some(stamp),
+        ..
+    }) = applied
+    else {
+        return false;
+    };
+    let Ok(meta) = fs::metadata(&p.dest) else {
+        return false;
+    };
+    recorded == sha256
+        && Stamp::of(&meta) == *stamp
+        && p.mode.is_none_or(|m| m == stamp.mode)
+        && p.uid.is_none_or(|u| u == stamp.uid)
+        && p.gid.is_none_or(|g| g == stamp.gid)
 }
 
 /// noop: the diff of every file of the unit that would change, removals included.
@@ -187,11 +238,13 @@ fn record_after(before: &Record, plan: &[Planned], changes: &[Change], revision:
     for change in changes {
         match &change.new {
             Some((index, _)) => {
+                // The stamp is taken after the swap (`commit::stamp`).
                 after.files.insert(
                     change.dest.clone(),
-                    crate::state::Applied {
+                    Applied {
                         revision,
-                        sha256: crate::state::content_hash(plan[*index].content.as_bytes()),
+                        sha256: content_hash(plan[*index].content.as_bytes()),
+                        stamp: None,
                     },
                 );
             }

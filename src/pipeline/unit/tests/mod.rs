@@ -348,3 +348,23 @@ fn noop_diffs_every_file_of_the_unit_removals_included() {
     assert!(diff.contains("+++ /dev/null"), "{diff}");
     assert!(u.path("out/s/b.conf").exists());
 }
+
+#[test]
+fn a_file_edited_by_hand_is_rewritten_though_unchanged_files_are_not_read() {
+    let u = Unit::new();
+    u.apply(TWO).result.unwrap();
+    let record = u.state().load(&u.resource);
+    assert!(
+        record.files.values().all(|a| a.stamp.is_some()),
+        "every written file stamped: {record:?}"
+    );
+    // Same length, other bytes: only its stamp (inode, change time) gives it away.
+    fs::write(u.path("out/s/a.conf"), "/s/a=X\n").unwrap();
+
+    let outcome = u.apply(TWO);
+
+    assert!(matches!(outcome.result, Ok(Done::Updated)), "{outcome:?}");
+    assert_eq!(outcome.files.len(), 1);
+    assert_eq!(u.read("out/s/a.conf"), "/s/a=1\n");
+    assert!(matches!(u.apply(TWO).result, Ok(Done::Unchanged)));
+}
