@@ -194,9 +194,14 @@ impl Outcome {
         self.result.as_ref().err().map(|_| self.step)
     }
 
-    /// How long `step` took, if it ran.
+    /// How long `step` took, if it ran (summed, for a step that ran in parts: a unit's
+    /// per-file checks and its check in place).
     pub fn took(&self, step: Step) -> Option<Duration> {
-        self.steps.iter().find(|s| s.step == step).map(|s| s.took)
+        self.steps
+            .iter()
+            .filter(|s| s.step == step)
+            .map(|s| s.took)
+            .reduce(|a, b| a + b)
     }
 
     /// The one place a pass is logged. `retry_in`: when the scheduler will try again.

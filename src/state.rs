@@ -36,7 +36,7 @@ use tracing::warn;
 
 use crate::resource::Resource;
 
-pub use journal::{Backup, Entry, Journal, Phase, sync_dir, write_copy};
+pub use journal::{Backup, Entry, Journal, Phase, sync_copies, sync_dir, write_copy};
 
 /// The default state directory.
 pub const DEFAULT_DIR: &str = "/var/lib/conflux";

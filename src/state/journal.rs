@@ -119,15 +119,29 @@ impl StateDir {
     }
 }
 
-/// Copies `content` (the file as it was) to `copy`, fsynced.
-pub fn write_copy(copy: &Path, content: &[u8]) -> io::Result<()> {
+/// Copies `content` (the file as it was) to `copy`, fsynced when `durable`.
+pub fn write_copy(copy: &Path, content: &[u8], durable: bool) -> io::Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(copy)?;
     file.write_all(content)?;
-    file.sync_all()
+    if durable {
+        file.sync_all()?;
+    }
+    Ok(())
+}
+
+/// fsyncs copies written without it, and their directory.
+pub fn sync_copies(copies: &[&Path]) -> io::Result<()> {
+    for copy in copies {
+        File::open(copy)?.sync_all()?;
+    }
+    if let Some(dir) = copies.first().and_then(|c| c.parent()) {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Makes the copies' directory entries durable.
@@ -159,7 +173,7 @@ mod tests {
         let r = crate::resource::test_resource("u.toml", &[], tmp.path().join("a.conf"));
         assert_eq!(state.journal(&r), None);
         let previous = state.fresh_previous_dir(&r).unwrap();
-        write_copy(&previous.join("0"), b"old").unwrap();
+        write_copy(&previous.join("0"), b"old", true).unwrap();
         let journal = Journal {
             phase: Phase::Checked,
             entries: vec![Entry {

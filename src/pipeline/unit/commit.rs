@@ -34,8 +34,12 @@ impl Pipeline {
         let resource = pass.resource;
         let contents: Vec<&[u8]> = plan.iter().map(|p| p.content.as_bytes()).collect();
         let keep = self.options.keep_stage_file;
+        let checks = !self.options.sync_only;
+        let in_place = checks && resource.check.is_some();
+        let durable = resource.on_reload_failure == OnReloadFailure::Rollback
+            || (in_place && self.options.in_place != InPlace::Overlay);
         let mut staged = pass.step(Step::Stage, || {
-            txn::stage(resource, &self.state, changes, &contents, keep)
+            txn::stage(resource, &self.state, changes, &contents, keep, durable)
         })?;
         let mut journal = Journal {
             phase: Phase::Checked,
@@ -43,11 +47,9 @@ impl Pipeline {
             after,
             before,
         };
-        let checks = !self.options.sync_only;
         if checks {
             pass.step(Step::Check, || check_each(resource, plan, changes, &staged))?;
         }
-        let in_place = checks && resource.check.is_some();
         let overlay = match (in_place, self.options.in_place) {
             (true, InPlace::Overlay) => match self.overlay(resource, plan, changes) {
                 Ok(overlay) => Some(overlay),
@@ -60,6 +62,9 @@ impl Pipeline {
         };
         if in_place && overlay.is_none() {
             // Swap, check, restore: the new set is live (not reloaded) during the check.
+            if !durable {
+                pass.step(Step::Stage, || txn::make_durable(resource, &staged))?;
+            }
             journal.phase = Phase::Trial;
             self.swap(pass, &journal, &mut staged)?;
             if let Err(e) = pass.step(Step::Check, || check_unit(resource, None)) {
@@ -135,8 +140,15 @@ impl Pipeline {
     /// After the swap: one reload, then the new record and the journal's end.
     fn finish(&self, pass: &mut Pass, journal: Journal) -> Result<Done, ApplyError> {
         let resource = pass.resource;
+        // The manifest must survive a crash once the journal is gone (or a file the
+        // unit created would never be removed); hashes and stamps need not.
+        let durability = if journal.after.owned != journal.before.owned {
+            Durability::Synced
+        } else {
+            Durability::Atomic
+        };
         if !(self.options.runs_commands() && resource.reload.is_some()) {
-            self.save(resource, &journal.after, Durability::Synced);
+            self.save(resource, &journal.after, durability);
             self.state.clear_journal(resource);
             return Ok(Done::Updated);
         }
@@ -144,7 +156,7 @@ impl Pipeline {
         match pass.step(Step::Reload, || run_reload(resource)) {
             Ok(()) => {
                 pass.reload_owed = false;
-                self.save(resource, &journal.after, Durability::Synced);
+                self.save(resource, &journal.after, durability);
                 self.state.clear_journal(resource);
                 Ok(Done::Updated)
             }
