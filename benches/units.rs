@@ -45,6 +45,92 @@ fn main() {
         "wait = \"0\", check_cmd = \"true\" (in the overlay)",
         "wait = \"0\"\ncheck_cmd = \"true\"\n",
     );
+    in_process();
+}
+
+/// The pass alone, through the library: the same unit, the same one-key change, no
+/// etcd and no daemon loop; each step's share, and what the pass spends outside them
+/// (the state record read and written, the journal's end).
+fn in_process() {
+    use conflux::kv::Snapshot;
+    use conflux::outcome::{Step, Work};
+    use conflux::pipeline::{InPlace, Options, Pipeline};
+    use conflux::resource::{self, Layout};
+    use conflux::state::StateDir;
+    use conflux::template::Templates;
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    println!("\n## The same pass in-process ({PUTS} passes, one key changed each, reload `true`)");
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    for d in ["conf.d", "templates", "out/routes"] {
+        std::fs::create_dir_all(root.join(d)).unwrap();
+    }
+    std::fs::write(
+        root.join("templates/route.tmpl"),
+        "route {{ item.name }} -> {{ item.value }};\n",
+    )
+    .unwrap();
+    let file = root.join("conf.d/routes.toml");
+    std::fs::write(
+        &file,
+        "[template]\nprefix = \"/bench\"\nkeys = [\"/routes\"]\nreload_cmd = \"true\"\n\n\
+         [[template.output]]\nsrc = \"route.tmpl\"\ndest = \"out/routes/{{ item.name }}.conf\"\n\
+         for_each = \"routes/*\"\n",
+    )
+    .unwrap();
+    let layout = Layout {
+        confdir: root,
+        prefix: "/",
+    };
+    let resource = resource::load(&layout, "routes.toml".into(), &file).unwrap();
+    let templates = Arc::new(Templates::load(&root.join("templates")).unwrap());
+    let state = StateDir::open(&root.join("state"), true).unwrap();
+    let options = Options {
+        in_place: InPlace::Overlay,
+        ..Options::default()
+    };
+    let pipeline = Pipeline::new(templates, state, options);
+    let mut kvs: BTreeMap<String, String> = (0..FILES)
+        .map(|n| {
+            (
+                format!("/bench/routes/r{n:04}"),
+                format!("10.0.{}.{}:80", n / 250, n % 250),
+            )
+        })
+        .collect();
+    let first = pipeline.run(&resource, &Snapshot::new(1, kvs.clone()), Work::Apply);
+    assert!(first.is_ok(), "{first:?}");
+    let mut totals = Vec::new();
+    let mut by_step: BTreeMap<Step, Vec<Duration>> = BTreeMap::new();
+    let mut outside = Vec::new();
+    for i in 0..PUTS {
+        kvs.insert(
+            format!("/bench/routes/r{:04}", (i * 37) % FILES),
+            format!("v{i}"),
+        );
+        let outcome = pipeline.run(
+            &resource,
+            &Snapshot::new(i as i64 + 2, kvs.clone()),
+            Work::Apply,
+        );
+        assert!(outcome.is_ok() && outcome.files.len() == 1, "{outcome:?}");
+        let mut steps = Duration::ZERO;
+        for step in Step::ALL {
+            if let Some(took) = outcome.took(step) {
+                by_step.entry(step).or_default().push(took);
+                steps += took;
+            }
+        }
+        outside.push(outcome.elapsed.saturating_sub(steps));
+        totals.push(outcome.elapsed);
+    }
+    percentiles("  whole pass     ", &mut totals);
+    for (step, mut times) in by_step {
+        percentiles(&format!("  {:<15}", step.as_str()), &mut times);
+    }
+    percentiles("  outside steps  ", &mut outside);
 }
 
 fn run(rt: &Runtime, what: &str, extra: &str) {

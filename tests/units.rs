@@ -366,35 +366,48 @@ fn snapshot_out(dir: &Confdir) -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The in-place check over an overlay (root here), then the fallback that
+/// `CONFLUX_CHECK_OVERLAY=off` forces: swap, check, restore.
 #[tokio::test]
 async fn a_fragment_that_breaks_the_main_config_in_context_is_never_installed() {
-    let etcd = EtcdServer::start().await;
-    etcd.put("/ngx/ups/api", "127.0.0.1:2").await;
-    let dir = nginx_confdir();
-    let args = [
-        "--onetime",
-        "--backend",
-        "etcdv3",
-        "--node",
-        &etcd.endpoint(),
-    ];
-    dir.run(&args).assert_code(0);
-    let before = snapshot_out(&dir);
-    assert_eq!(dir.read("reload.log"), "reload\n");
+    for (setting, said) in [
+        ("on", "checked in place over an overlay"),
+        ("off", "checked by swap, check, restore"),
+    ] {
+        let etcd = EtcdServer::start().await;
+        etcd.put("/ngx/ups/api", "127.0.0.1:2").await;
+        let dir = nginx_confdir();
+        let endpoint = etcd.endpoint();
+        let args = ["--onetime", "--backend", "etcdv3", "--node", &endpoint];
+        let env = [("CONFLUX_CHECK_OVERLAY", setting)];
+        dir.run_env(&args, &env).assert_code(0);
+        let before = configs(&dir);
+        assert_eq!(dir.read("reload.log"), "reload\n");
 
-    // `upstream main` alone is a valid fragment; with nginx.conf it is a duplicate.
-    etcd.put("/ngx/ups/main", "127.0.0.1:3").await;
-    etcd.put("/ngx/version", "2").await;
-    dir.run(&args)
-        .assert_code(1)
-        .assert_stderr_contains("duplicate upstream \"main\"");
+        // `upstream main` alone is a valid fragment; with nginx.conf it is a duplicate.
+        etcd.put("/ngx/ups/main", "127.0.0.1:3").await;
+        etcd.put("/ngx/version", "2").await;
+        dir.run_env(&args, &env)
+            .assert_code(1)
+            .assert_stderr_contains("duplicate upstream \"main\"")
+            .assert_stderr_contains(said);
 
-    assert_eq!(
-        snapshot_out(&dir),
-        before,
-        "live files byte-identical, nothing added"
-    );
-    assert_eq!(dir.read("reload.log"), "reload\n", "no reload");
+        assert_eq!(
+            configs(&dir),
+            before,
+            "{said}: live files byte-identical, none added"
+        );
+        assert_eq!(dir.read("reload.log"), "reload\n", "{said}: no reload");
+    }
+}
+
+/// nginx.conf and the upstream files in `out/` (not what `nginx -t` itself leaves
+/// there when it runs outside an overlay: a pid file, temp directories).
+fn configs(dir: &Confdir) -> Vec<(String, Vec<u8>)> {
+    snapshot_out(dir)
+        .into_iter()
+        .filter(|(name, _)| name == "nginx.conf" || name.starts_with("up-"))
+        .collect()
 }
 
 #[tokio::test]

@@ -368,3 +368,27 @@ fn a_file_edited_by_hand_is_rewritten_though_unchanged_files_are_not_read() {
     assert_eq!(u.read("out/s/a.conf"), "/s/a=1\n");
     assert!(matches!(u.apply(TWO).result, Ok(Done::Unchanged)));
 }
+
+#[test]
+fn a_rollback_that_cannot_restore_keeps_the_journal_for_the_next_start() {
+    let mut u = Unit::new();
+    u.apply(TWO).result.unwrap();
+    u.resource.on_reload_failure = OnReloadFailure::Rollback;
+    // The reload fails after taking the previous copies away: nothing to restore from.
+    let previous = u.state().resource_dir(&u.resource).join("previous");
+    u.resource.reload = u.logged("reload", &format!("rm -r {}; exit 1", previous.display()));
+
+    let outcome = u.apply(&[("/s/a", "new")]);
+
+    let err = outcome.result.as_ref().unwrap_err();
+    let ApplyError::RolledBack {
+        restored: Err(why), ..
+    } = err
+    else {
+        panic!("{err}");
+    };
+    assert!(why.contains("cannot restore"), "{why}");
+    assert!(outcome.degraded && outcome.reload_owed);
+    let journal = u.state().journal(&u.resource).expect("journal kept");
+    assert_eq!(journal.phase, crate::state::Phase::RollingBack);
+}
