@@ -52,7 +52,8 @@ pub async fn run(
     if !config.noop {
         state::migrate_markers(&state, &set.resources);
     }
-    let in_place = in_place(&config, &state, &set.resources);
+    let probe = Probe::default();
+    let in_place = in_place(&config, &state, &set.resources, &probe);
     // Before anything else: a swap a stopped process left half done is completed or
     // undone, so that every pass starts from one whole set.
     Pipeline::new(
@@ -85,7 +86,7 @@ pub async fn run(
         },
     };
     let scheduled = scheduled_set(&config, set, state, in_place);
-    let load = loader(config.clone(), reconfigure, in_place);
+    let load = loader(config.clone(), reconfigure, probe);
     let result = daemon::run(backend, scheduled, load, reload_requests, options, shutdown).await;
     match (result, config.mode) {
         (Ok(mut report), Mode::Onetime) => {
@@ -160,16 +161,24 @@ pub fn pipeline_options(config: &Config, in_place: InPlace) -> pipeline::Options
     }
 }
 
-/// How units are checked in place, found out once at start and said once: an overlay
-/// in a private mount namespace where it can be mounted (root, or a user namespace
-/// that allows it) and `CONFLUX_CHECK_OVERLAY` is not `off`; else swap, check, restore.
-fn in_place(config: &Config, state: &StateDir, resources: &[Resource]) -> InPlace {
+/// The answer of the overlay probe, once it has run: it runs at most once per process
+/// (at start, or at the first SIGHUP that brings a unit with a check), and is said once.
+type Probe = Arc<std::sync::OnceLock<InPlace>>;
+
+/// How units are checked in place: an overlay in a private mount namespace where it can
+/// be mounted (root, or a user namespace that allows it) and `CONFLUX_CHECK_OVERLAY` is
+/// not `off`; else swap, check, restore. Only a set with a unit that has a check asks.
+fn in_place(config: &Config, state: &StateDir, resources: &[Resource], probe: &Probe) -> InPlace {
     let needed = !config.noop
         && !config.sync_only
         && resources.iter().any(|r| r.is_unit() && r.check.is_some());
     if !needed {
-        return InPlace::SwapFirst;
+        return probe.get().copied().unwrap_or_default();
     }
+    *probe.get_or_init(|| probe_overlay(state))
+}
+
+fn probe_overlay(state: &StateDir) -> InPlace {
     if std::env::var(overlay::DISABLE_ENV).is_ok_and(|v| v == "off") {
         warn!(
             "{}=off: units are checked by swap, check, restore (the new files are live, not reloaded, while check_cmd runs)",
@@ -214,7 +223,7 @@ enum ReloadError {
 
 /// SIGHUP: the configuration and conf.d again. A set with a broken resource file or
 /// template is refused as a whole, so a half-edited confdir never replaces a working one.
-fn loader(running: Config, reconfigure: ConfigSource, in_place: InPlace) -> daemon::Loader {
+fn loader(running: Config, reconfigure: ConfigSource, probe: Probe) -> daemon::Loader {
     Box::new(move || {
         let load = || -> Result<ResourceSet, ReloadError> {
             let config = reconfigure().map_err(RunError::from)?;
@@ -234,7 +243,7 @@ fn loader(running: Config, reconfigure: ConfigSource, in_place: InPlace) -> daem
             if !config.noop {
                 state::migrate_markers(&state, &set.resources);
             }
-            // The probe's answer at start stands: a SIGHUP does not change privileges.
+            let in_place = in_place(&config, &state, &set.resources, &probe);
             Ok(scheduled_set(&config, set, state, in_place))
         };
         load().map_err(Into::into)

@@ -217,11 +217,13 @@ async fn rollback_restores_and_reloads_the_previous_set_then_applies_the_new_one
     let etcd = EtcdServer::start().await;
     etcd.put("/app/frags/a", "alpha").await;
     let dir = unit_confdir("on_reload_failure = \"rollback\"");
-    // The reload refuses once: when a file `refuse` exists, it removes it and fails.
+    // The reload refuses once: when a file `refuse` exists, it removes it and fails. It
+    // looks for the file before it logs, so a `refuse` written once the first reload
+    // has logged cannot fail that first reload (a regression: it once did, in the test).
     let toml = dir.read("conf.d/unit.toml").replace(
         &format!("reload_cmd = \"{LOG_RELOAD}\""),
         &format!(
-            "reload_cmd = \"{LOG_RELOAD}; if [ -e {0} ]; then rm {0}; exit 1; fi\"",
+            "reload_cmd = \"if [ -e {0} ]; then rm {0}; {LOG_RELOAD}; exit 1; fi; {LOG_RELOAD}\"",
             dir.path("refuse").display()
         ),
     );
