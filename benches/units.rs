@@ -33,6 +33,10 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    if std::env::var_os("UNITS_BENCH_IN_PROCESS_ONLY").is_some() {
+        in_process();
+        return;
+    }
     println!("\n## Unit of {FILES} fan-out files, one key changes per put ({PUTS} puts)");
     println!("   reload log polled every 100 µs; timed from just before the put");
     // The default `wait` (100ms:1s) holds a change that comes within 100 ms of the

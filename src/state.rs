@@ -24,11 +24,12 @@
 
 mod journal;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -45,6 +46,11 @@ pub const DEFAULT_DIR: &str = "/var/lib/conflux";
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// The records read or written through this directory (and its clones), by path:
+    /// a unit of a thousand files has a record of a thousand entries, and parsing it on
+    /// every pass cost more than comparing the files. Every write goes to disk as well;
+    /// conflux is the only writer of its state directory.
+    cache: Arc<Mutex<HashMap<PathBuf, Record>>>,
 }
 
 /// A state directory that cannot be used: a configuration error (exit code 2).
@@ -139,6 +145,7 @@ impl StateDir {
         };
         let dir = StateDir {
             root: path.to_path_buf(),
+            cache: Arc::default(),
         };
         if !create {
             return Ok(dir);
@@ -182,17 +189,29 @@ impl StateDir {
     /// is not run again, and refusing to apply would cost more.
     pub fn load(&self, resource: &Resource) -> Record {
         let path = self.resource_dir(resource).join("state.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(path = %path.display(), cause = %e, "unreadable state record; starting afresh");
-                Record::default()
-            }),
+        if let Some(record) = self.cached().get(&path) {
+            return record.clone();
+        }
+        let record = match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(path = %path.display(), cause = %e, "unreadable state record; starting afresh");
+                    return Record::default();
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Record::default(),
             Err(e) => {
                 warn!(path = %path.display(), cause = %e, "cannot read the state record");
-                Record::default()
+                return Record::default();
             }
-        }
+        };
+        self.cached().insert(path, record.clone());
+        record
+    }
+
+    fn cached(&self) -> MutexGuard<'_, HashMap<PathBuf, Record>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Replaces the resource's record.
@@ -207,8 +226,15 @@ impl StateDir {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        let path = dir.join("state.json");
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_atomically(&dir.join("state.json"), &bytes, durability)
+        let written = write_atomically(&path, &bytes, durability);
+        match &written {
+            Ok(()) => self.cached().insert(path, record.clone()),
+            // What is on disk now is unknown: read it again next time.
+            Err(_) => self.cached().remove(&path),
+        };
+        written
     }
 }
 
