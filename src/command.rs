@@ -34,6 +34,11 @@ pub struct Command {
     pub timeout: Duration,
 }
 
+/// What a child runs between fork and exec. It must not allocate, lock or otherwise
+/// touch what another thread of the parent may hold: only system calls on data it
+/// owns, prepared before.
+pub type PreExec = Box<dyn FnMut() -> io::Result<()> + Send + Sync>;
+
 /// A run that exited 0.
 #[derive(Debug, Clone)]
 pub struct CommandOutput {
@@ -163,17 +168,29 @@ impl Command {
     /// Leftovers of a shell that exits on its own are not touched: a reload that
     /// starts a daemon must be able to.
     pub fn run(&self, src: &Path, dest: &Path) -> Result<CommandOutput, CommandError> {
-        self.run_line(&self.expand(src, dest))
+        self.run_with(src, dest, None)
+    }
+
+    /// [`Command::run`] with `setup` run in the child between fork and exec (the
+    /// in-place check enters its mount namespace there). A `setup` that fails makes
+    /// the spawn fail with its error.
+    pub fn run_with(
+        &self,
+        src: &Path,
+        dest: &Path,
+        setup: Option<PreExec>,
+    ) -> Result<CommandOutput, CommandError> {
+        self.run_line(&self.expand(src, dest), setup)
     }
 
     /// Runs the line as written, the same way, for a command that has no files to
     /// name (a health check): a `{{` in it reaches the shell untouched, where
     /// substituting empty paths would hide the mistake.
     pub fn run_as_written(&self) -> Result<CommandOutput, CommandError> {
-        self.run_line(&self.line)
+        self.run_line(&self.line, None)
     }
 
-    fn run_line(&self, line: &str) -> Result<CommandOutput, CommandError> {
+    fn run_line(&self, line: &str, setup: Option<PreExec>) -> Result<CommandOutput, CommandError> {
         let spawn = |source| CommandError::Spawn { source };
         // One pipe for both streams keeps their interleaving, as `2>&1` would.
         let (reader, writer) = io::pipe().map_err(spawn)?;
@@ -191,6 +208,11 @@ impl Command {
             .stdout(writer)
             .stderr(stderr)
             .process_group(0);
+        if let Some(setup) = setup {
+            // SAFETY: a `PreExec` only makes async-signal-safe system calls on memory
+            // prepared before the fork (its contract, see the type).
+            unsafe { shell.pre_exec(setup) };
+        }
         let start = Instant::now();
         let child = shell.spawn().map_err(spawn)?;
         // Our copies of the write end must close, or the reader never sees EOF.

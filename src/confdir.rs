@@ -14,7 +14,7 @@ use tracing::{error, warn};
 
 use crate::config::Config;
 use crate::kv::keys;
-use crate::resource::{self, Layout, Resource, ResourceError};
+use crate::resource::{self, Layout, OutputDest, Resource, ResourceError};
 use crate::template::{LoadError, Templates};
 
 /// The resources of a confdir with their template set: what one pass applies.
@@ -93,7 +93,11 @@ impl Confdir {
         self.templates
             .errors()
             .map(|(name, _)| name)
-            .filter(|name| self.resources.iter().any(|r| r.src == *name))
+            .filter(|name| {
+                self.resources
+                    .iter()
+                    .any(|r| r.src == *name || r.outputs.iter().any(|o| o.src == *name))
+            })
             .collect()
     }
 
@@ -111,15 +115,33 @@ impl Confdir {
 fn one_resource_per_dest(resources: &[Resource]) -> Result<(), ConfdirError> {
     let mut owners: std::collections::HashMap<PathBuf, &Path> = std::collections::HashMap::new();
     for r in resources {
-        if let Some(first) = owners.insert(lexically_clean(&r.dest), &r.file) {
-            return Err(ConfdirError::SameDest {
-                dest: r.dest.clone(),
-                first: first.to_path_buf(),
-                second: r.file.clone(),
-            });
+        // A unit's own outputs are checked against each other when it loads; here,
+        // each file (or fan-out directory's file names) belongs to one resource.
+        let mut mine = std::collections::HashSet::new();
+        for dest in r.outputs.iter().map(|o| lexically_clean(&written(&o.dest))) {
+            if !mine.insert(dest.clone()) {
+                continue;
+            }
+            if let Some(first) = owners.insert(dest.clone(), &r.file) {
+                return Err(ConfdirError::SameDest {
+                    dest,
+                    first: first.to_path_buf(),
+                    second: r.file.clone(),
+                });
+            }
         }
     }
     Ok(())
+}
+
+/// What an output writes, for comparing outputs: its file, or its fan-out directory
+/// with the name template (two fan-outs into one directory are fine unless they name
+/// their files alike; what they render is checked when rendered).
+fn written(dest: &OutputDest) -> PathBuf {
+    match dest {
+        OutputDest::File(path) => path.clone(),
+        OutputDest::FanOut { dir, name, .. } => dir.join(name),
+    }
 }
 
 fn lexically_clean(path: &Path) -> PathBuf {

@@ -86,6 +86,8 @@ pub enum Done {
 pub struct FileChange {
     pub path: PathBuf,
     pub created: bool,
+    /// A file a fan-out wrote whose match is gone: removed with the rest of its unit.
+    pub removed: bool,
     pub content: bool,
     pub mode: Option<(u32, u32)>,
     pub owner: Option<((u32, u32), (u32, u32))>,
@@ -93,7 +95,7 @@ pub struct FileChange {
 
 impl FileChange {
     pub fn any(&self) -> bool {
-        self.created || self.content || self.mode.is_some() || self.owner.is_some()
+        self.created || self.removed || self.content || self.mode.is_some() || self.owner.is_some()
     }
 }
 
@@ -102,6 +104,9 @@ impl fmt::Display for FileChange {
         let mut parts = Vec::new();
         if self.created {
             parts.push("new file".to_string());
+        }
+        if self.removed {
+            parts.push("removed".to_string());
         }
         if self.content {
             parts.push("content".to_string());
@@ -141,6 +146,9 @@ pub struct Outcome {
     pub result: Result<Done, ApplyError>,
     /// After this pass, dest holds a render whose reload has not succeeded.
     pub reload_owed: bool,
+    /// The service refused the new files and the unit was rolled back to its previous
+    /// set: the resource runs on older data until a later pass succeeds.
+    pub degraded: bool,
     /// The whole pass.
     pub elapsed: Duration,
 }
@@ -166,6 +174,7 @@ impl Outcome {
             diff: None,
             result,
             reload_owed,
+            degraded: false,
             elapsed: Duration::ZERO,
         }
     }
@@ -185,9 +194,14 @@ impl Outcome {
         self.result.as_ref().err().map(|_| self.step)
     }
 
-    /// How long `step` took, if it ran.
+    /// How long `step` took, if it ran (summed, for a step that ran in parts: a unit's
+    /// per-file checks and its check in place).
     pub fn took(&self, step: Step) -> Option<Duration> {
-        self.steps.iter().find(|s| s.step == step).map(|s| s.took)
+        self.steps
+            .iter()
+            .filter(|s| s.step == step)
+            .map(|s| s.took)
+            .reduce(|a, b| a + b)
     }
 
     /// The one place a pass is logged. `retry_in`: when the scheduler will try again.
@@ -202,14 +216,28 @@ impl Outcome {
             (Ok(done), _) => {
                 let changed = matches!(done, Done::Updated | Done::Reloaded);
                 if changed {
-                    let check_ms = self.took(Step::Check).map(|d| d.as_millis() as u64);
-                    let reload_ms = self.took(Step::Reload).map(|d| d.as_millis() as u64);
+                    let ms = |step| self.took(step).map(|d| d.as_secs_f64() * 1e3);
+                    let (render_ms, compare_ms, stage_ms) =
+                        (ms(Step::Render), ms(Step::Compare), ms(Step::Stage));
+                    let (check_ms, swap_ms, reload_ms) =
+                        (ms(Step::Check), ms(Step::Swap), ms(Step::Reload));
+                    let files = self.files.len();
                     for file in &self.files {
                         debug!(resource, dest = %file.path.display(), changes = %file, "changed");
                     }
                     info!(
                         resource,
-                        revision, changed, elapsed_ms, check_ms, reload_ms, "applied"
+                        revision,
+                        changed,
+                        files,
+                        elapsed_ms,
+                        render_ms,
+                        compare_ms,
+                        stage_ms,
+                        check_ms,
+                        swap_ms,
+                        reload_ms,
+                        "applied"
                     )
                 } else {
                     info!(resource, revision, changed, elapsed_ms, "applied")
@@ -217,6 +245,9 @@ impl Outcome {
             }
             (Err(cause), Work::Reload) => {
                 warn!(resource, elapsed_ms, %cause, retry_in = ?retry_in, "owed reload failed")
+            }
+            (Err(cause), Work::Apply) if self.degraded => {
+                error!(resource, revision, elapsed_ms, cause = %cause, retry_in = ?retry_in, degraded = true, "reload failed: rolled back to the previous files")
             }
             (Err(cause), Work::Apply) if self.step == Step::Reload => {
                 error!(resource, revision, elapsed_ms, cause = %cause, retry_in = ?retry_in, "reload failed after swap")
@@ -286,6 +317,40 @@ pub enum ApplyError {
         #[source]
         source: CommandError,
     },
+    /// `min_keys`: too few keys selected (a wiped prefix, an ACL mistake); nothing
+    /// was rendered or written.
+    #[error(
+        "{resource}: only {seen} key(s) selected, fewer than min_keys = {min}: \
+         not applied, the files and the service were left as they are"
+    )]
+    TooFewKeys {
+        resource: String,
+        seen: usize,
+        min: usize,
+    },
+    /// Two matches of a unit's fan-outs (or a match and a fixed output) render the
+    /// same file.
+    #[error("{resource}: {} is rendered twice (by {first} and {second}); nothing was written", .dest.display())]
+    SameDest {
+        resource: String,
+        dest: PathBuf,
+        first: String,
+        second: String,
+    },
+    /// The unit's reload failed and its previous files were put back.
+    #[error(
+        "{resource}: the reload of the new files failed: `{command}`: {source}; {}",
+        restored_text(.restored)
+    )]
+    RolledBack {
+        resource: String,
+        /// The line as run.
+        command: String,
+        #[source]
+        source: CommandError,
+        /// How the rollback went: `Ok` when the previous files are back and reloaded.
+        restored: Result<(), String>,
+    },
     /// The pass panicked (a bug): the step it was in is the outcome's step.
     #[error("{resource}: the apply panicked: {message}")]
     Panicked { resource: String, message: String },
@@ -301,9 +366,17 @@ impl ApplyError {
             ApplyError::Stage { .. } => Step::Stage,
             ApplyError::Check { .. } => Step::Check,
             ApplyError::Swap { .. } => Step::Swap,
-            ApplyError::Reload { .. } => Step::Reload,
+            ApplyError::Reload { .. } | ApplyError::RolledBack { .. } => Step::Reload,
+            ApplyError::TooFewKeys { .. } | ApplyError::SameDest { .. } => Step::Render,
             ApplyError::Panicked { .. } => return None,
         })
+    }
+}
+
+fn restored_text(restored: &Result<(), String>) -> String {
+    match restored {
+        Ok(()) => "the previous files were put back and reloaded".into(),
+        Err(why) => format!("putting the previous files back failed too: {why}"),
     }
 }
 

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::backend::{Backend, BackendError};
 use crate::confdir::{Confdir, ConfdirError};
 use crate::config::{BackendConfig, Config, ConfigError, Mode};
 use crate::daemon::{self, ConfdirPaths, DaemonError, Report};
-use crate::pipeline::{self, Pipeline};
+use crate::pipeline::{self, InPlace, Pipeline, overlay};
+use crate::resource::Resource;
 use crate::retry::{self, Backoff};
 use crate::scheduler::{DEFAULT_CONCURRENCY, ResourceSet, Settings};
 use crate::state::{self, StateDir, StateError};
@@ -57,6 +58,16 @@ pub async fn run(
     if !config.noop {
         state::migrate_markers(&state, &set.resources);
     }
+    let probe = Probe::default();
+    let in_place = in_place(&config, &state, &set.resources, &probe);
+    // Before anything else: a swap a stopped process left half done is completed or
+    // undone, so that every pass starts from one whole set.
+    Pipeline::new(
+        Arc::clone(&set.templates),
+        state.clone(),
+        pipeline_options(&config, in_place),
+    )
+    .recover(&set.resources);
     let broken = set.errors.len();
     let resources = set.resources.len();
     let (telemetry, systemd, beat_every) = operations(&config);
@@ -91,8 +102,8 @@ pub async fn run(
         }),
         stall_file: std::env::var_os(STALL_FILE_ENV).map(PathBuf::from),
     };
-    let scheduled = scheduled_set(&config, set, state);
-    let load = loader(config.clone(), reconfigure);
+    let scheduled = scheduled_set(&config, set, state, in_place);
+    let load = loader(config.clone(), reconfigure, probe);
     let result = daemon::run(
         backend,
         scheduled,
@@ -239,22 +250,62 @@ pub fn etcd_options(e: &crate::config::EtcdConfig) -> crate::backend::etcd::Etcd
     }
 }
 
-pub fn pipeline_options(config: &Config) -> pipeline::Options {
+pub fn pipeline_options(config: &Config, in_place: InPlace) -> pipeline::Options {
     pipeline::Options {
         noop: config.noop,
         sync_only: config.sync_only,
         keep_stage_file: config.keep_stage_file,
+        in_place,
+    }
+}
+
+/// The answer of the overlay probe, once it has run: it runs at most once per process
+/// (at start, or at the first SIGHUP that brings a unit with a check), and is said once.
+type Probe = Arc<std::sync::OnceLock<InPlace>>;
+
+/// How units are checked in place: an overlay in a private mount namespace where it can
+/// be mounted (root, or a user namespace that allows it) and `CONFLUX_CHECK_OVERLAY` is
+/// not `off`; else swap, check, restore. Only a set with a unit that has a check asks.
+fn in_place(config: &Config, state: &StateDir, resources: &[Resource], probe: &Probe) -> InPlace {
+    let needed = !config.noop
+        && !config.sync_only
+        && resources.iter().any(|r| r.is_unit() && r.check.is_some());
+    if !needed {
+        return probe.get().copied().unwrap_or_default();
+    }
+    *probe.get_or_init(|| probe_overlay(state))
+}
+
+fn probe_overlay(state: &StateDir) -> InPlace {
+    if std::env::var(overlay::DISABLE_ENV).is_ok_and(|v| v == "off") {
+        warn!(
+            "{}=off: units are checked by swap, check, restore (the new files are live, not reloaded, while check_cmd runs)",
+            overlay::DISABLE_ENV
+        );
+        return InPlace::SwapFirst;
+    }
+    match overlay::probe(&state.path().join("overlay-probe")) {
+        Ok(()) => {
+            info!(
+                "units are checked in place over an overlay of their new files (private mount namespace)"
+            );
+            InPlace::Overlay
+        }
+        Err(cause) => {
+            warn!(%cause, "cannot mount an overlay: units are checked by swap, check, restore (the new files are live, not reloaded, while check_cmd runs)");
+            InPlace::SwapFirst
+        }
     }
 }
 
 /// The scheduler's view of a confdir: its resources and the pipeline that applies them.
-fn scheduled_set(config: &Config, set: Confdir, state: StateDir) -> ResourceSet {
+fn scheduled_set(config: &Config, set: Confdir, state: StateDir, in_place: InPlace) -> ResourceSet {
     ResourceSet {
         resources: set.resources,
         applier: Arc::new(Pipeline::new(
             set.templates,
             state,
-            pipeline_options(config),
+            pipeline_options(config, in_place),
         )),
     }
 }
@@ -270,7 +321,7 @@ enum ReloadError {
 
 /// SIGHUP: the configuration and conf.d again. A set with a broken resource file or
 /// template is refused as a whole, so a half-edited confdir never replaces a working one.
-fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
+fn loader(running: Config, reconfigure: ConfigSource, probe: Probe) -> daemon::Loader {
     Box::new(move || {
         let load = || -> Result<ResourceSet, ReloadError> {
             let config = reconfigure().map_err(RunError::from)?;
@@ -292,7 +343,8 @@ fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
             if !config.noop {
                 state::migrate_markers(&state, &set.resources);
             }
-            Ok(scheduled_set(&config, set, state))
+            let in_place = in_place(&config, &state, &set.resources, &probe);
+            Ok(scheduled_set(&config, set, state, in_place))
         };
         load().map_err(Into::into)
     })

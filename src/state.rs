@@ -6,7 +6,10 @@
 //! <state dir>/              mode 0700
 //!   resources/
 //!     <name>-<hash of the resource file's path>/
-//!       state.json          the Record below
+//!       state.json          the Record below (with the manifest of fan-out files)
+//!       journal.json        a unit's swap under way or not yet reloaded (`journal`)
+//!       previous/           the files that swap replaces, for an undo or a rollback
+//!       overlay/            upper and work directories of the in-place check
 //! ```
 //!
 //! One directory per resource, keyed by its resource file's absolute path (two confdirs
@@ -19,17 +22,22 @@
 //!
 //! Deciding when to write is the pipeline's business; this only reads and writes.
 
-use std::collections::BTreeMap;
+mod journal;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
 use crate::resource::Resource;
+
+pub use journal::{Backup, Entry, Journal, Phase, sync_copies, sync_dir, write_copy};
 
 /// The default state directory.
 pub const DEFAULT_DIR: &str = "/var/lib/conflux";
@@ -38,6 +46,11 @@ pub const DEFAULT_DIR: &str = "/var/lib/conflux";
 #[derive(Debug, Clone)]
 pub struct StateDir {
     root: PathBuf,
+    /// The records read or written through this directory (and its clones), by path:
+    /// a unit of a thousand files has a record of a thousand entries, and parsing it on
+    /// every pass cost more than comparing the files. Every write goes to disk as well;
+    /// conflux is the only writer of its state directory.
+    cache: Arc<Mutex<HashMap<PathBuf, Record>>>,
 }
 
 /// A state directory that cannot be used: a configuration error (exit code 2).
@@ -63,6 +76,11 @@ pub struct Record {
     /// What was last written to each file, by its path.
     #[serde(default)]
     pub files: BTreeMap<PathBuf, Applied>,
+    /// The manifest of a unit's fan-outs: every file they wrote that is still there.
+    /// Only these are ever removed when their match goes; a file placed by hand in
+    /// the same directory is not conflux's.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub owned: BTreeSet<PathBuf>,
 }
 
 /// One file as conflux last wrote it.
@@ -72,6 +90,38 @@ pub struct Applied {
     pub revision: i64,
     /// SHA-256 of its content, in hex.
     pub sha256: String,
+    /// How the file looked on disk just after it was written (units only): a file that
+    /// still looks so and whose render hashes the same is unchanged without being read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stamp: Option<Stamp>,
+}
+
+/// What `stat` says of a file: inode, size, change time, mode and owner. A rename over
+/// the file, a write to it and a chmod or chown all change it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    pub ino: u64,
+    pub size: u64,
+    pub ctime: i64,
+    pub ctime_nsec: i64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Stamp {
+    pub fn of(meta: &fs::Metadata) -> Stamp {
+        use std::os::unix::fs::MetadataExt;
+        Stamp {
+            ino: meta.ino(),
+            size: meta.size(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
+            mode: meta.mode() & 0o7777,
+            uid: meta.uid(),
+            gid: meta.gid(),
+        }
+    }
 }
 
 /// How hard a write tries to survive a crash.
@@ -95,6 +145,7 @@ impl StateDir {
         };
         let dir = StateDir {
             root: path.to_path_buf(),
+            cache: Arc::default(),
         };
         if !create {
             return Ok(dir);
@@ -138,17 +189,29 @@ impl StateDir {
     /// is not run again, and refusing to apply would cost more.
     pub fn load(&self, resource: &Resource) -> Record {
         let path = self.resource_dir(resource).join("state.json");
-        match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                warn!(path = %path.display(), cause = %e, "unreadable state record; starting afresh");
-                Record::default()
-            }),
+        if let Some(record) = self.cached().get(&path) {
+            return record.clone();
+        }
+        let record = match fs::read(&path) {
+            Ok(bytes) => match serde_json::from_slice(&bytes) {
+                Ok(record) => record,
+                Err(e) => {
+                    warn!(path = %path.display(), cause = %e, "unreadable state record; starting afresh");
+                    return Record::default();
+                }
+            },
             Err(e) if e.kind() == io::ErrorKind::NotFound => Record::default(),
             Err(e) => {
                 warn!(path = %path.display(), cause = %e, "cannot read the state record");
-                Record::default()
+                return Record::default();
             }
-        }
+        };
+        self.cached().insert(path, record.clone());
+        record
+    }
+
+    fn cached(&self) -> MutexGuard<'_, HashMap<PathBuf, Record>> {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Replaces the resource's record.
@@ -163,8 +226,15 @@ impl StateDir {
             .recursive(true)
             .mode(0o700)
             .create(&dir)?;
+        let path = dir.join("state.json");
         let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
-        write_atomically(&dir.join("state.json"), &bytes, durability)
+        let written = write_atomically(&path, &bytes, durability);
+        match &written {
+            Ok(()) => self.cached().insert(path, record.clone()),
+            // What is on disk now is unknown: read it again next time.
+            Err(_) => self.cached().remove(&path),
+        };
+        written
     }
 }
 
@@ -186,7 +256,13 @@ pub fn content_hash(content: &[u8]) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn write_atomically(path: &Path, bytes: &[u8], durability: Durability) -> io::Result<()> {
@@ -278,6 +354,7 @@ mod tests {
             Applied {
                 revision: 7,
                 sha256: content_hash(b"x"),
+                stamp: None,
             },
         );
         state.store(&r, &record, Durability::Synced).unwrap();

@@ -107,6 +107,30 @@ impl Store {
         Ok(values)
     }
 
+    /// A fan-out's matches: every path `depth` segments deep (a key, or a directory
+    /// with keys below it) that `pattern` matches, in order, with the value when the
+    /// path is itself a key.
+    pub fn matches(&self, pattern: &Pattern, depth: usize) -> Vec<(String, Option<&str>)> {
+        // A map, not a run of equal neighbours: `/s/web-x` sorts between `/s/web` and
+        // `/s/web/a`.
+        let mut found: BTreeMap<&str, Option<&str>> = BTreeMap::new();
+        for (key, value) in self.kvs.iter() {
+            let Some(path) = first_segments(key, depth) else {
+                continue;
+            };
+            if !pattern.matches(path) {
+                continue;
+            }
+            let value = (path.len() == key.len()).then_some(value.as_str());
+            let seen = found.entry(path).or_default();
+            *seen = seen.or(value);
+        }
+        found
+            .into_iter()
+            .map(|(path, value)| (path.to_string(), value))
+            .collect()
+    }
+
     /// Whether exactly `key` is present; a "directory" with keys below it is not a key.
     pub fn exists(&self, key: &str) -> bool {
         self.kvs.contains_key(key)
@@ -149,6 +173,15 @@ fn below<'k>(dir: &str, key: &'k str) -> Option<&'k str> {
         key.strip_prefix(dir)?.strip_prefix('/')?
     };
     (!rest.is_empty()).then_some(rest)
+}
+
+/// The first `depth` segments of `key` (`/a/b/c`, 2 → `/a/b`); `None` when it has fewer.
+fn first_segments(key: &str, depth: usize) -> Option<&str> {
+    let mut ends = key.match_indices('/').map(|(i, _)| i).skip(1);
+    match ends.nth(depth.checked_sub(1)?) {
+        Some(end) => Some(&key[..end]),
+        None => (key.matches('/').count() == depth).then_some(key),
+    }
 }
 
 fn first_segment(rest: &str) -> &str {
@@ -271,5 +304,27 @@ mod tests {
         let c = s.clone();
         assert!(Arc::ptr_eq(&s.kvs, &c.kvs));
         assert_eq!(c.revision(), 3);
+    }
+
+    #[test]
+    fn matches_are_keys_and_directories_at_the_pattern_depth() {
+        let s = store(&[
+            ("/s/api/1", "a"),
+            ("/s/web", "w"),
+            ("/s/web-x/1", "x"),
+            ("/s/web/1", "b"),
+            ("/t/other", "o"),
+        ]);
+        let pattern = Pattern::parse("/s/*").unwrap();
+        assert_eq!(
+            s.matches(&pattern, 2),
+            vec![
+                ("/s/api".to_string(), None),
+                ("/s/web".to_string(), Some("w")),
+                ("/s/web-x".to_string(), None),
+            ]
+        );
+        let deep = Pattern::parse("/s/*/1").unwrap();
+        assert_eq!(s.matches(&deep, 3).len(), 3);
     }
 }

@@ -17,6 +17,8 @@
 //!   with `conflux register` holding the instances' keys in `gateway::register`.
 //! - `operations`: metrics, health, readiness and status over HTTP, hot reload of the
 //!   confdir, JSON logs, systemd notifications, `--detailed-exitcode`.
+//! - `units`: resources as units (several files, fan-out, in-place check, rollback,
+//!   `min_keys`, kill -9 during applies) with a real etcd and a real nginx.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
@@ -32,3 +34,4 @@ mod operations;
 mod register;
 mod state;
 mod support;
+mod units;

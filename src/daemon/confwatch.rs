@@ -105,7 +105,7 @@ pub(super) fn affected(
             }
             relevant = true;
             let name = rel.to_string_lossy();
-            let users: Vec<&Resource> = new.iter().filter(|r| r.src == name).collect();
+            let users: Vec<&Resource> = new.iter().filter(|r| renders(r, &name)).collect();
             if users.is_empty() {
                 return Affected::All;
             }
@@ -124,6 +124,11 @@ pub(super) fn affected(
         (false, true) => Affected::Nothing,
         _ => Affected::Some(names),
     }
+}
+
+/// Whether `resource` renders the template `name` directly (any of its outputs).
+fn renders(resource: &Resource, name: &str) -> bool {
+    resource.src == name || resource.outputs.iter().any(|o| o.src == name)
 }
 
 /// Editors' and tools' own files, by their path inside `conf.d` or `templates`: hidden

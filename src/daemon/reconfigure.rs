@@ -139,6 +139,13 @@ impl Daemon {
 pub(crate) fn files_of(resources: &[Resource]) -> Vec<(String, Vec<PathBuf>)> {
     resources
         .iter()
-        .map(|r| (r.name.clone(), vec![r.dest.clone()]))
+        .map(|r| {
+            let files = r
+                .outputs
+                .iter()
+                .map(|o| o.dest.path().to_path_buf())
+                .collect();
+            (r.name.clone(), files)
+        })
         .collect()
 }

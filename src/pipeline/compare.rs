@@ -12,7 +12,7 @@ use similar::TextDiff;
 use crate::outcome::FileChange;
 
 /// dest as it is now (through a symlink).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Current {
     pub(super) content: Vec<u8>,
     pub(super) mode: u32,
@@ -73,6 +73,17 @@ impl Comparison {
     }
 }
 
+/// The diff of a file a unit removes: all of it, to `/dev/null`.
+pub(super) fn removal_diff(path: &Path, old: &[u8]) -> String {
+    let name = path.to_string_lossy();
+    let name = name.trim_start_matches('/');
+    let old = String::from_utf8_lossy(old);
+    TextDiff::from_lines(old.as_ref(), "")
+        .unified_diff()
+        .header(&format!("a/{name}"), "/dev/null")
+        .to_string()
+}
+
 /// The mode of a new dest when the resource sets none.
 const DEFAULT_MODE: u32 = 0o644;
 
@@ -105,6 +116,7 @@ pub(super) fn compare(
             FileChange {
                 path: dest.to_path_buf(),
                 created: false,
+                removed: false,
                 content: cur.content != content,
                 mode: (cur.mode != wanted.mode).then_some((cur.mode, wanted.mode)),
                 owner: ((cur.uid, cur.gid) != owner).then_some(((cur.uid, cur.gid), owner)),
@@ -120,7 +132,7 @@ pub(super) fn compare(
 
 /// dest's content, permission bits and owner; `None` when it does not exist (a
 /// dangling symlink included).
-fn read_current(dest: &Path) -> io::Result<Option<Current>> {
+pub(super) fn read_current(dest: &Path) -> io::Result<Option<Current>> {
     let meta = match fs::metadata(dest) {
         Ok(meta) => meta,
         Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),

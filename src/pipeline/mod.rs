@@ -16,31 +16,29 @@
 
 mod compare;
 mod files;
+mod steps;
 #[cfg(test)]
 mod tests;
+mod unit;
+
+pub use unit::overlay;
 
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::{debug, info, info_span, warn};
 
-use crate::command::{Command, CommandError};
 use crate::kv::Snapshot;
-use crate::outcome::{ApplyError, Done, FileChange, Outcome, StageError, Step, StepTime, Work};
+use crate::outcome::{ApplyError, Done, FileChange, Outcome, Step, StepTime, Work};
 use crate::resource::Resource;
 use crate::scheduler::Applier;
 use crate::state::{Applied, Durability, Record, StateDir, content_hash};
 use crate::store::Store;
 use crate::template::Templates;
 
-use compare::{Comparison, Wanted};
-use files::{
-    StageFile, copy_in_place, create_exclusive, resolve_links, set_owner_and_mode, sync_parent,
-    write_synced,
-};
+use steps::{check, compare, min_keys, run_command, run_reload, stage, swap};
 
 /// confd's `-noop`, `-sync-only` and `-keep-stage-file`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -51,6 +49,20 @@ pub struct Options {
     pub sync_only: bool,
     /// Leave the stage file behind when it was not renamed into place.
     pub keep_stage_file: bool,
+    /// How a unit's `check_cmd` sees the new set at the real paths.
+    pub in_place: InPlace,
+}
+
+/// How a unit is checked in place, decided once at start ([`overlay::probe`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum InPlace {
+    /// In a private mount namespace over an overlay of the new set: the live files
+    /// never change before the check passes.
+    Overlay,
+    /// Swap, check, restore on failure: without the privilege to mount, the new set is
+    /// live (but not reloaded) while the check runs, under the journal.
+    #[default]
+    SwapFirst,
 }
 
 impl Options {
@@ -81,6 +93,7 @@ struct Pass<'a> {
     files: Vec<FileChange>,
     diff: Option<String>,
     reload_owed: bool,
+    degraded: bool,
 }
 
 impl Pass<'_> {
@@ -115,11 +128,25 @@ impl Pipeline {
         };
         self.pass(resource, work, revision, |pass| match work {
             Work::Apply => {
-                let content = pass.step(Step::Render, || self.render(resource, snapshot))?;
+                let store = Store::cut(snapshot, &resource.prefix, &resource.selectors);
+                min_keys(resource, &store)?;
+                if resource.is_unit() {
+                    return self.apply_unit(pass, &store, snapshot);
+                }
+                let content = pass.step(Step::Render, || self.render(resource, &store))?;
                 self.install(pass, &content, revision)
             }
+            Work::Reload if resource.is_unit() => self.reload_unit(pass),
             Work::Reload => self.reload_owed(pass),
         })
+    }
+
+    /// Before anything else at start: the swaps that a stopped process left half done
+    /// are completed or undone (see the `unit` module). A noop run writes nothing.
+    pub fn recover(&self, resources: &[Resource]) {
+        if !self.options.noop {
+            unit::recover(&self.state, resources);
+        }
     }
 
     /// Everything after `render`, for content rendered elsewhere (tests, lint).
@@ -146,6 +173,7 @@ impl Pipeline {
             files: Vec::new(),
             diff: None,
             reload_owed: false,
+            degraded: false,
         };
         let result =
             panic::catch_unwind(AssertUnwindSafe(|| body(&mut pass))).unwrap_or_else(|panic| {
@@ -173,15 +201,15 @@ impl Pipeline {
             diff: pass.diff,
             result,
             reload_owed: pass.reload_owed,
+            degraded: pass.degraded,
             elapsed: started.elapsed(),
         }
     }
 
-    /// The template's output for this snapshot, cut to the resource's keys.
-    fn render(&self, resource: &Resource, snapshot: &Snapshot) -> Result<String, ApplyError> {
-        let store = Store::cut(snapshot, &resource.prefix, &resource.selectors);
+    /// The template's output for the resource's keys.
+    fn render(&self, resource: &Resource, store: &Store) -> Result<String, ApplyError> {
         self.templates
-            .render(&resource.src, &store)
+            .render(&resource.src, store)
             .map_err(|source| ApplyError::Render {
                 resource: resource.name.clone(),
                 dest: resource.dest.clone(),
@@ -223,9 +251,10 @@ impl Pipeline {
         let mut staged = pass.step(Step::Stage, || {
             stage(
                 resource,
+                &resource.dest,
                 &comparison.wanted,
                 content.as_bytes(),
-                &self.options,
+                self.options.keep_stage_file,
             )
         })?;
         if !self.options.sync_only {
@@ -262,6 +291,7 @@ impl Pipeline {
             Applied {
                 revision,
                 sha256: content_hash(content.as_bytes()),
+                stamp: None,
             },
         );
         if reloads {
@@ -295,128 +325,4 @@ impl Pipeline {
             warn!(resource = %resource.name, state_dir = %self.state.path().display(), cause = %e, "cannot record the resource's state");
         }
     }
-}
-
-fn compare(resource: &Resource, content: &[u8]) -> Result<Comparison, ApplyError> {
-    compare::compare(
-        &resource.dest,
-        resource.mode,
-        resource.uid,
-        resource.gid,
-        content,
-    )
-    .map_err(|source| ApplyError::Compare {
-        resource: resource.name.clone(),
-        dest: resource.dest.clone(),
-        source,
-    })
-}
-
-/// Writes the new content to `.<destname>.<random>` in the real dest's directory:
-/// created with O_EXCL and mode 0600, then given its owner and mode before any content
-/// is written (so it is never readable by more than its final readers), then fsynced.
-fn stage(
-    resource: &Resource,
-    wanted: &Wanted,
-    content: &[u8],
-    opts: &Options,
-) -> Result<StageFile, ApplyError> {
-    let fail = |source| ApplyError::Stage {
-        resource: resource.name.clone(),
-        dest: resource.dest.clone(),
-        source,
-    };
-    let io = |what, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| StageError::Io { what, path, source }
-    };
-    let target = resolve_links(&resource.dest)
-        .map_err(io("cannot resolve", &resource.dest))
-        .map_err(fail)?;
-    let (file, path) = create_exclusive(&target).map_err(fail)?;
-    let staged = StageFile {
-        path,
-        target,
-        keep: opts.keep_stage_file,
-        renamed: false,
-    };
-    set_owner_and_mode(&file, wanted)
-        .map_err(io("cannot set owner and mode of", &staged.path))
-        .map_err(fail)?;
-    write_synced(&file, content)
-        .map_err(io("cannot write", &staged.path))
-        .map_err(fail)?;
-    Ok(staged)
-}
-
-/// Runs `cmd`, logging its output at debug when it succeeds: on failure the output
-/// travels in the error, for the operator.
-fn run_command(cmd: &Command, src: &Path, dest: &Path, what: &str) -> CommandResult {
-    let line = cmd.expand(src, dest);
-    let result = cmd.run(src, dest);
-    if let Ok(out) = &result {
-        debug!(command = %line, output = %out.output, duration_ms = out.duration.as_millis() as u64, "{what} ran");
-    }
-    (line, result.map(|out| out.duration))
-}
-
-type CommandResult = (String, Result<Duration, CommandError>);
-
-/// Runs `check_cmd` with `{{.src}}` = the stage file and `{{.dest}}` = dest.
-fn check(resource: &Resource, staged: &Path) -> Result<(), ApplyError> {
-    let Some(cmd) = &resource.check else {
-        return Ok(());
-    };
-    let (command, result) = run_command(cmd, staged, &resource.dest, "check");
-    result.map(|_| ()).map_err(|source| ApplyError::Check {
-        resource: resource.name.clone(),
-        dest: resource.dest.clone(),
-        command,
-        source,
-    })
-}
-
-/// Renames the stage file over the real dest and fsyncs the directory so the rename
-/// survives a crash. A bind-mounted dest cannot be renamed over (EBUSY): its content is
-/// then overwritten in place, which is not atomic, with a warning.
-fn swap(
-    resource: &Resource,
-    staged: &mut StageFile,
-    wanted: &Wanted,
-    content: &[u8],
-) -> Result<(), ApplyError> {
-    let fail = |source| ApplyError::Swap {
-        resource: resource.name.clone(),
-        dest: resource.dest.clone(),
-        source,
-    };
-    match std::fs::rename(&staged.path, &staged.target) {
-        Ok(()) => {
-            staged.renamed = true;
-            sync_parent(&staged.target);
-            Ok(())
-        }
-        Err(err) if err.kind() == std::io::ErrorKind::ResourceBusy => {
-            warn!(
-                dest = %staged.target.display(),
-                "dest cannot be renamed over (a bind mount?): overwriting it in place, not atomically"
-            );
-            copy_in_place(&staged.target, wanted, content).map_err(fail)
-        }
-        Err(err) => Err(fail(err)),
-    }
-}
-
-/// Runs `reload_cmd`, if any, with `{{.src}}` and `{{.dest}}` both dest.
-fn run_reload(resource: &Resource) -> Result<(), ApplyError> {
-    let Some(cmd) = &resource.reload else {
-        return Ok(());
-    };
-    let (command, result) = run_command(cmd, &resource.dest, &resource.dest, "reload");
-    result.map(|_| ()).map_err(|source| ApplyError::Reload {
-        resource: resource.name.clone(),
-        dest: resource.dest.clone(),
-        command,
-        source,
-    })
 }

@@ -3,9 +3,13 @@
 //! `Resource` never re-checks it. Errors name the file, and the line and key where
 //! they are known.
 //!
+//! A resource is either confd's one file (`src` and `dest` on `[template]`) or a unit
+//! of several (`[[template.output]]` tables, `output`): both become [`Resource::outputs`].
+//!
 //! Finding resource files under `conf.d` is [`crate::confdir`]'s job; rendering,
 //! writing and running commands are the pipeline's.
 
+mod output;
 mod owner;
 
 use std::io;
@@ -21,6 +25,7 @@ use crate::values::{
     DurationError, ModeError, Wait, WaitError, parse_duration, parse_mode, toml_error_message,
 };
 
+pub use output::{NameError, OnReloadFailure, Output, OutputDest, check_name};
 pub use owner::{IdKind, OwnerError};
 
 /// One validated template resource.
@@ -31,9 +36,11 @@ pub struct Resource {
     pub name: String,
     /// The resource file itself.
     pub file: PathBuf,
-    /// The template, relative to `<confdir>/templates` (its name in the template set).
+    /// The template, relative to `<confdir>/templates` (its name in the template set);
+    /// for a unit, its first output's.
     pub src: String,
-    /// The file to write; absolute.
+    /// The file to write; absolute. For a unit, its first output's file (or fan-out
+    /// directory): the path logs name for the unit as a whole.
     pub dest: PathBuf,
     /// The full key prefix (the global `--prefix` joined with the resource's), `/` when none.
     pub prefix: String,
@@ -48,6 +55,23 @@ pub struct Resource {
     pub reload: Option<Command>,
     /// The coalescing window in watch mode; `None` uses the global default.
     pub wait: Option<Wait>,
+    /// Every file of the resource: confd's `src`/`dest` is one output (with `src`,
+    /// `dest`, `mode` and owner above), a unit lists its own. Never empty.
+    pub outputs: Vec<Output>,
+    /// Declared with `[[template.output]]`: applied as a unit (checked in place,
+    /// swapped together, journaled). confd's form is applied as confd does, unless it
+    /// asks for a rollback, which only a unit can do.
+    pub unit: bool,
+    /// Fewer selected keys than this and the resource is not applied.
+    pub min_keys: Option<usize>,
+    pub on_reload_failure: OnReloadFailure,
+}
+
+impl Resource {
+    /// Whether the pipeline applies this resource as a unit.
+    pub fn is_unit(&self) -> bool {
+        self.unit || self.on_reload_failure == OnReloadFailure::Rollback
+    }
 }
 
 /// A resource file that could not be used. Its Display names the file, then the line
@@ -75,6 +99,20 @@ pub enum Problem {
     Syntax(#[source] Box<toml::de::Error>),
     #[error("`src` is empty")]
     EmptySrc,
+    #[error("`src`/`dest` and [[template.output]] are both given: use one form or the other")]
+    BothForms,
+    #[error("[template] needs `src` and `dest`, or [[template.output]] tables")]
+    NoFiles,
+    #[error("two outputs write {}", .0.display())]
+    DuplicateDest(PathBuf),
+    #[error("for_each: {0}")]
+    ForEach(String),
+    #[error(
+        "dest {}: with for_each, dest is a literal directory and a file-name template \
+         such as `/etc/nginx/routes/{{{{ item.name }}}}.conf`",
+        .0.display()
+    )]
+    FanOutDest(PathBuf),
     #[error("template {} not found", .0.display())]
     TemplateNotFound(PathBuf),
     #[error("`dest` is empty")]
@@ -107,8 +145,12 @@ pub struct RawResource {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTemplate {
-    src: Spanned<String>,
-    dest: Spanned<String>,
+    src: Option<Spanned<String>>,
+    dest: Option<Spanned<String>>,
+    output: Option<Spanned<Vec<output::RawOutput>>>,
+    min_keys: Option<usize>,
+    #[serde(default)]
+    on_reload_failure: OnReloadFailure,
     #[serde(default)]
     keys: Vec<String>,
     #[serde(default)]
@@ -170,34 +212,30 @@ fn validate(
     t: &RawTemplate,
 ) -> Result<Resource, Invalid> {
     let at = |field: &Spanned<String>| Some(field.span());
-    let src = t.src.get_ref().trim_start_matches('/').to_string();
-    if src.is_empty() {
-        return Err((at(&t.src), Problem::EmptySrc));
-    }
-    let template_path = layout.templates().join(&src);
-    if !template_path.is_file() {
-        return Err((at(&t.src), Problem::TemplateNotFound(template_path)));
-    }
-    if t.dest.get_ref().is_empty() {
-        return Err((at(&t.dest), Problem::EmptyDest));
-    }
-    let dest = layout.confdir.join(t.dest.get_ref());
-    let mode = match &t.mode {
-        Some(m) => Some(parse_mode(m.get_ref()).map_err(|e| (at(m), Problem::Mode(e)))?),
-        None => None,
+    let (src, dest, unit, outputs) = match (&t.src, &t.dest, &t.output) {
+        (Some(f), _, Some(_)) | (None, Some(f), Some(_)) => {
+            return Err((at(f), Problem::BothForms));
+        }
+        (None, None, Some(raw)) if !raw.get_ref().is_empty() => {
+            let outputs = output::validate_all(layout, raw.get_ref())?;
+            let first = &outputs[0];
+            (
+                first.src.clone(),
+                first.dest.path().to_path_buf(),
+                true,
+                outputs,
+            )
+        }
+        (Some(src), Some(dest), None) => {
+            let src = template_name(layout, src)?;
+            if dest.get_ref().is_empty() {
+                return Err((at(dest), Problem::EmptyDest));
+            }
+            (src, layout.confdir.join(dest.get_ref()), false, Vec::new())
+        }
+        (_, _, raw) => return Err((raw.as_ref().map(Spanned::span), Problem::NoFiles)),
     };
-    let uid = owner::resolve(
-        IdKind::User,
-        t.uid,
-        t.owner.as_ref().map(|o| o.get_ref().as_str()),
-    )
-    .map_err(|e| (t.owner.as_ref().map(Spanned::span), e.into()))?;
-    let gid = owner::resolve(
-        IdKind::Group,
-        t.gid,
-        t.group.as_ref().map(|g| g.get_ref().as_str()),
-    )
-    .map_err(|e| (t.group.as_ref().map(Spanned::span), e.into()))?;
+    let (mode, uid, gid) = attributes(&t.mode, (t.uid, &t.owner), (t.gid, &t.group))?;
     let check_timeout = timeout(&t.check_timeout, "check_timeout")?;
     let reload_timeout = timeout(&t.reload_timeout, "reload_timeout")?;
     let wait = match &t.wait {
@@ -208,10 +246,32 @@ fn validate(
     let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
     let check = non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout));
     let reload = non_empty(&t.reload_cmd).map(|l| Command::new(l, reload_timeout));
+    let outputs = if unit {
+        outputs
+    } else {
+        vec![Output {
+            src: src.clone(),
+            dest: OutputDest::File(dest.clone()),
+            mode,
+            uid,
+            gid,
+            check: None,
+        }]
+    };
     // Paths go into command lines unquoted, as confd puts them: one the shell would
-    // read as syntax is refused here rather than run.
-    if check.iter().chain(&reload).any(Command::uses_paths) {
-        crate::command::check_path(&dest).map_err(|e| (at(&t.dest), Problem::UnsafeDest(e)))?;
+    // read as syntax is refused here rather than run. (A fan-out's rendered names are
+    // checked when rendered.)
+    let commands_use_paths = check.iter().chain(&reload).any(Command::uses_paths);
+    for output in &outputs {
+        if commands_use_paths || output.check.as_ref().is_some_and(Command::uses_paths) {
+            let span = t
+                .dest
+                .as_ref()
+                .map(Spanned::span)
+                .or(t.output.as_ref().map(Spanned::span));
+            crate::command::check_path(output.dest.path())
+                .map_err(|e| (span, Problem::UnsafeDest(e)))?;
+        }
     }
     Ok(Resource {
         name,
@@ -226,7 +286,46 @@ fn validate(
         check,
         reload,
         wait,
+        outputs,
+        unit,
+        min_keys: t.min_keys,
+        on_reload_failure: t.on_reload_failure,
     })
+}
+
+/// A file's mode, uid and gid, each `None` when not set.
+type Attributes = (Option<u32>, Option<u32>, Option<u32>);
+
+/// `mode`, `owner`/`uid` and `group`/`gid` of a file, validated.
+fn attributes(
+    mode: &Option<Spanned<String>>,
+    (uid, owner): (Option<u32>, &Option<Spanned<String>>),
+    (gid, group): (Option<u32>, &Option<Spanned<String>>),
+) -> Result<Attributes, Invalid> {
+    let mode = match mode {
+        Some(m) => Some(parse_mode(m.get_ref()).map_err(|e| (Some(m.span()), Problem::Mode(e)))?),
+        None => None,
+    };
+    let name = |f: &Option<Spanned<String>>| f.as_ref().map(|s| s.get_ref().clone());
+    let span = |f: &Option<Spanned<String>>| f.as_ref().map(Spanned::span);
+    let uid = owner::resolve(IdKind::User, uid, name(owner).as_deref())
+        .map_err(|e| (span(owner), e.into()))?;
+    let gid = owner::resolve(IdKind::Group, gid, name(group).as_deref())
+        .map_err(|e| (span(group), e.into()))?;
+    Ok((mode, uid, gid))
+}
+
+/// A `src` as the template's name in the set, which must exist.
+fn template_name(layout: &Layout, src: &Spanned<String>) -> Result<String, Invalid> {
+    let name = src.get_ref().trim_start_matches('/').to_string();
+    if name.is_empty() {
+        return Err((Some(src.span()), Problem::EmptySrc));
+    }
+    let path = layout.templates().join(&name);
+    if !path.is_file() {
+        return Err((Some(src.span()), Problem::TemplateNotFound(path)));
+    }
+    Ok(name)
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -259,7 +358,7 @@ pub(crate) fn test_resource(name: &str, selectors: &[&str], dest: PathBuf) -> Re
         name: name.into(),
         file: PathBuf::from(format!("/etc/conflux/conf.d/{name}")),
         src: "test.tmpl".into(),
-        dest,
+        dest: dest.clone(),
         prefix: "/".into(),
         selectors: selectors.iter().map(|s| s.to_string()).collect(),
         mode: None,
@@ -268,153 +367,22 @@ pub(crate) fn test_resource(name: &str, selectors: &[&str], dest: PathBuf) -> Re
         check: None,
         reload: None,
         wait: None,
+        outputs: vec![Output {
+            src: "test.tmpl".into(),
+            dest: OutputDest::File(dest.clone()),
+            mode: None,
+            uid: None,
+            gid: None,
+            check: None,
+        }],
+        unit: false,
+        min_keys: None,
+        on_reload_failure: OnReloadFailure::Retry,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    struct Dir {
-        tmp: tempfile::TempDir,
-    }
-
-    impl Dir {
-        fn new() -> Dir {
-            let tmp = tempfile::tempdir().expect("tempdir");
-            std::fs::create_dir_all(tmp.path().join("conf.d")).expect("conf.d");
-            std::fs::create_dir_all(tmp.path().join("templates")).expect("templates");
-            std::fs::write(tmp.path().join("templates/app.tmpl"), "x").expect("template");
-            Dir { tmp }
-        }
-
-        fn resource(&self, name: &str, text: &str) {
-            let path = self.tmp.path().join("conf.d").join(name);
-            std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-            std::fs::write(path, text).expect("write");
-        }
-
-        fn load(&self, prefix: &str, name: &str) -> Result<Resource, ResourceError> {
-            let layout = Layout {
-                confdir: self.tmp.path(),
-                prefix,
-            };
-            load(&layout, name.to_string(), &layout.conf_d().join(name))
-        }
-
-        fn load_one(&self, text: &str) -> Result<Resource, String> {
-            self.resource("one.toml", text);
-            self.load("/", "one.toml").map_err(|e| e.to_string())
-        }
-    }
-
-    #[test]
-    fn every_key_is_parsed() {
-        let d = Dir::new();
-        let r = d
-            .load_one(
-                r#"[template]
-src = "app.tmpl"
-dest = "out/app.conf"
-keys = ["/db", "web/"]
-prefix = "app"
-mode = "0640"
-uid = 0
-gid = 0
-owner = "root"
-group = "root"
-check_cmd = "test -s {{.src}}"
-reload_cmd = "true"
-check_timeout = "5s"
-reload_timeout = "500ms"
-wait = "100ms:2s"
-"#,
-            )
-            .expect("valid");
-        assert_eq!(r.name, "one.toml");
-        assert_eq!(r.src, "app.tmpl");
-        assert_eq!(r.dest, d.tmp.path().join("out/app.conf"));
-        assert_eq!(r.prefix, "/app");
-        assert_eq!(r.selectors, vec!["/app/db", "/app/web"]);
-        assert_eq!(r.mode, Some(0o640));
-        assert_eq!((r.uid, r.gid), (Some(0), Some(0)));
-        assert_eq!(
-            r.check,
-            Some(Command::new("test -s {{.src}}", Duration::from_secs(5)))
-        );
-        assert_eq!(
-            r.reload,
-            Some(Command::new("true", Duration::from_millis(500)))
-        );
-        assert_eq!(r.wait, Some("100ms:2s".parse().expect("valid")));
-    }
-
-    #[test]
-    fn global_prefix_is_joined_before_the_resource_prefix() {
-        let d = Dir::new();
-        d.resource("a.toml", "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/x\"\nprefix = \"/app\"\nkeys = [\"/db\"]\n");
-        let r = d.load("/production", "a.toml").expect("valid");
-        assert_eq!(r.prefix, "/production/app");
-        assert_eq!(r.selectors, vec!["/production/app/db"]);
-    }
-
-    #[test]
-    fn errors_name_file_line_and_key() {
-        let d = Dir::new();
-        let cases = [
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nbogus = 1\n",
-                &["one.toml", "line 4", "bogus"][..],
-            ),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nmode = \"rw-r--r--\"\n",
-                &["line 4", "mode"],
-            ),
-            (
-                "[template]\nsrc = \"missing.tmpl\"\ndest = \"/x\"\n",
-                &["line 2", "missing.tmpl", "not found"],
-            ),
-            (
-                "[template]\nsrc = \"\"\ndest = \"/x\"\n",
-                &["line 2", "src"],
-            ),
-            ("[template]\nsrc = \"app.tmpl\"\n", &["dest"]),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nowner = \"no-such-user-here\"\n",
-                &["line 4", "no-such-user-here"],
-            ),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ngroup = \"no-such-group-here\"\n",
-                &["line 4", "no-such-group-here"],
-            ),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\nowner = \"root\"\nuid = 5\n",
-                &["owner", "uid"],
-            ),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"soon\"\n",
-                &["line 4", "check_timeout"],
-            ),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/tmp/a;touch b\"\nreload_cmd = \"cat {{.dest}}\"\n",
-                &["line 3", "dest", "`;`"],
-            ),
-            (
-                "[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\ncheck_timeout = \"0s\"\n",
-                &["line 4", "check_timeout", "0"],
-            ),
-            ("[template\n", &["one.toml", "line 1"]),
-            ("[[template]]\nsrc = \"app.tmpl\"\n", &["one.toml"]),
-        ];
-        for (text, wanted) in cases {
-            let err = d.load_one(text).expect_err(text);
-            for w in wanted {
-                assert!(err.contains(w), "{text:?}: {err:?} lacks {w:?}");
-            }
-        }
-    }
-}
+mod tests;
 
 /// Properties over any input: no resource file text panics loading, and every key's
 /// value, whatever it is, gives a resource or an error naming the file.

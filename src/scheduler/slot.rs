@@ -128,9 +128,13 @@ impl Slot {
                 self.reload_owed |= outcome.reload_owed;
                 // A render or check that failed leaves the file in place as it was; if
                 // its reload is owed, that reload is retried first (the service must
-                // not stay on older config than dest says), then the apply. Data that
-                // came during the pass is applied next; no retry of the old.
-                let next = if outcome.step == Step::Reload || self.reload_owed {
+                // not stay on older config than dest says), then the apply. A rollback
+                // (degraded) put the previous set back and reloaded it: the newest
+                // data is what to retry. Data that came during the pass is applied
+                // next; no retry of the old.
+                let next = if outcome.degraded {
+                    Work::Apply
+                } else if outcome.step == Step::Reload || self.reload_owed {
                     if work == Work::Apply && outcome.step != Step::Reload {
                         self.reapply = true;
                     }

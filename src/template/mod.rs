@@ -15,6 +15,7 @@ pub mod functions;
 mod load;
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use tera::{Context, Tera};
 
@@ -27,6 +28,10 @@ pub struct Templates {
     /// Templates that failed to load, with the error to report when rendered.
     broken: load::Broken,
     dir: PathBuf,
+    /// Templates written in resource files (a fan-out's file name), each parsed on its
+    /// first render and kept under its own text: a fan-out of a thousand matches would
+    /// otherwise parse its name a thousand times per pass (half of its render time).
+    inline: RwLock<Tera>,
 }
 
 impl Templates {
@@ -44,6 +49,7 @@ impl Templates {
             tera,
             broken,
             dir: dir.to_path_buf(),
+            inline: RwLock::new(engine()),
         })
     }
 
@@ -61,6 +67,16 @@ impl Templates {
     /// Renders template `name` with `store` behind the store functions, and the
     /// variable `revision` set to the store's revision.
     pub fn render(&self, name: &str, store: &Store) -> Result<String, RenderError> {
+        self.render_item(name, store, None)
+    }
+
+    /// [`Templates::render`] for one match of a fan-out: the template also sees `item`.
+    pub fn render_item(
+        &self,
+        name: &str,
+        store: &Store,
+        item: Option<&Item>,
+    ) -> Result<String, RenderError> {
         if let Some(err) = self.broken.get(name) {
             return Err(RenderError::NotLoaded {
                 name: name.to_string(),
@@ -73,8 +89,7 @@ impl Templates {
                 dir: self.dir.clone(),
             });
         }
-        let mut context = Context::new();
-        context.insert("revision", &store.revision());
+        let context = context(store, item);
         functions::with_store(store, || self.tera.render(name, &context)).map_err(|source| {
             RenderError::Failed {
                 name: name.to_string(),
@@ -82,6 +97,55 @@ impl Templates {
             }
         })
     }
+
+    /// Renders `text`, a template written in a resource file (a fan-out's file name),
+    /// with the same functions and variables as a template; `what` names it in errors.
+    pub fn render_text(
+        &self,
+        what: &str,
+        text: &str,
+        store: &Store,
+        item: Option<&Item>,
+    ) -> Result<String, RenderError> {
+        let failed = |source| RenderError::Failed {
+            name: what.to_string(),
+            source: Box::new(source),
+        };
+        let known = self
+            .inline
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains_template(text);
+        if !known {
+            let mut inline = self.inline.write().unwrap_or_else(PoisonError::into_inner);
+            if !inline.contains_template(text) {
+                inline.add_raw_template(text, text).map_err(failed)?;
+            }
+        }
+        let context = context(store, item);
+        let inline = self.inline.read().unwrap_or_else(PoisonError::into_inner);
+        functions::with_store(store, || inline.render(text, &context)).map_err(failed)
+    }
+}
+
+/// One match of a fan-out's `for_each`, as its templates see it (`item.key`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Item {
+    /// The matched path, relative to the resource's prefix (`/services/web`).
+    pub key: String,
+    /// Its last segment (`web`).
+    pub name: String,
+    /// The value when the match is a key; none for a directory.
+    pub value: Option<String>,
+}
+
+fn context(store: &Store, item: Option<&Item>) -> Context {
+    let mut context = Context::new();
+    context.insert("revision", &store.revision());
+    if let Some(item) = item {
+        context.insert("item", item);
+    }
+    context
 }
 
 /// A Tera with confd's functions and filters and no escaping. Functions must be

@@ -140,7 +140,7 @@ fn an_instance_whose_lease_expires_stops_receiving_traffic() {
     poll("etcd expiring the 5 s lease", || !live.etcd.exists(&key));
     let bodies = wait_for_batch(live.addr(), "/api/", 20, |s, b| s == 200 && b == "stays");
     assert_eq!(bodies.len(), 20);
-    let conf = std::fs::read_to_string(live.gw.conf()).expect("read nginx.conf");
+    let conf = live.gw.dir.read("out/upstream-api.conf");
     assert!(!conf.contains(&crashes.addr()), "{conf}");
     live.assert_every_reload_was_checked();
 }

@@ -3,11 +3,13 @@
 //! [`files`].
 
 use super::*;
+use crate::command::Command;
 use crate::command::DEFAULT_TIMEOUT;
 use crate::outcome::StageError;
 use std::fs::{self, Permissions};
 use std::os::unix::fs::symlink;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 use std::path::PathBuf;
 
 mod files;
