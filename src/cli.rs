@@ -141,6 +141,84 @@ pub struct Cli {
     /// with mode 0700 [default: /var/lib/conflux]
     #[arg(long, value_name = "DIR", env = "CONFLUX_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+
+    /// Template language of resources that set no `engine`: tera, or go (confd's Go
+    /// text/template) [default: tera; go when started as confd]
+    #[arg(long, value_name = "ENGINE", env = "CONFLUX_TEMPLATE_ENGINE")]
+    pub template_engine: Option<String>,
+
+    /// Scheme of etcd endpoints found through DNS SRV records: http or https [default: http]
+    #[arg(long, value_name = "SCHEME", env = "CONFLUX_SCHEME")]
+    pub scheme: Option<String>,
+
+    /// Find the etcd endpoints in the SRV record `_<backend>._tcp.<DOMAIN>.`
+    #[arg(long, value_name = "DOMAIN", env = "CONFLUX_SRV_DOMAIN")]
+    pub srv_domain: Option<String>,
+
+    /// Find the etcd endpoints in this SRV record (`_etcd-client._tcp.example.com`)
+    #[arg(long, value_name = "RECORD", env = "CONFLUX_SRV_RECORD")]
+    pub srv_record: Option<String>,
+
+    /// Accepted for confd compatibility; certificates are still verified (confd
+    /// accepts this flag and verifies them too)
+    #[arg(long, env = "CONFLUX_CLIENT_INSECURE")]
+    pub client_insecure: bool,
+
+    /// Settings of confd backends conflux does not have (vault, dynamodb, redis,
+    /// consul): accepted, with a warning, and ignored.
+    #[command(flatten)]
+    pub foreign: ForeignFlags,
+
+    /// Started under the name `confd`: confd's defaults (confdir /etc/confd, config
+    /// file /etc/confd/confd.toml, engine go). Set from argv[0], not a flag.
+    #[arg(skip)]
+    pub as_confd: bool,
+}
+
+/// confd's flags for backends conflux does not implement. Each is accepted so that a
+/// confd command line or unit keeps starting; [`crate::config`] warns once, naming
+/// those given.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[command(next_help_heading = "Accepted for confd compatibility, ignored (backends conflux lacks)")]
+pub struct ForeignFlags {
+    #[arg(long, value_name = "TOKEN", hide_env_values = true)]
+    pub auth_token: Option<String>,
+    #[arg(long, value_name = "TYPE")]
+    pub auth_type: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub app_id: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub user_id: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub role_id: Option<String>,
+    #[arg(long, value_name = "ID")]
+    pub secret_id: Option<String>,
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    #[arg(long, value_name = "TABLE")]
+    pub table: Option<String>,
+    #[arg(long, value_name = "SEP")]
+    pub separator: Option<String>,
+}
+
+impl ForeignFlags {
+    /// The flags given, as confd spells them (`-auth-type`).
+    pub fn given(&self) -> Vec<&'static str> {
+        [
+            ("-auth-token", self.auth_token.is_some()),
+            ("-auth-type", self.auth_type.is_some()),
+            ("-app-id", self.app_id.is_some()),
+            ("-user-id", self.user_id.is_some()),
+            ("-role-id", self.role_id.is_some()),
+            ("-secret-id", self.secret_id.is_some()),
+            ("-path", self.path.is_some()),
+            ("-table", self.table.is_some()),
+            ("-separator", self.separator.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect()
+    }
 }
 
 /// Every long flag name, and whether it takes a value, for the single-dash rewrite.
@@ -159,8 +237,8 @@ fn long_flags() -> Vec<(String, bool)> {
 
 /// Rewrites confd's single-dash long flags (`-onetime`, `-node=x`) to their double-dash
 /// form. Only known flag names are rewritten, and never the value of a flag that takes
-/// one (`--prefix -onetime` keeps its prefix), so an unknown `-bogus` still fails as
-/// usage.
+/// one (`--prefix -onetime` keeps its prefix). An unknown `-bogus` is left as it is
+/// (see [`unknown_flag`]).
 pub fn normalize_args<I>(args: I) -> Vec<OsString>
 where
     I: IntoIterator,
@@ -213,13 +291,61 @@ fn long_flag_name(arg: &str) -> Option<(&str, bool)> {
     })
 }
 
-/// Parses the process's arguments (after the single-dash rewrite).
+/// Parses the process's arguments (after the single-dash rewrite). Started as
+/// `confd` (argv[0]'s file name), the result asks for confd's defaults.
 pub fn parse_from<I>(args: I) -> Result<Cli, clap::Error>
 where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
-    Cli::try_parse_from(normalize_args(args))
+    let args = normalize_args(args);
+    if let Some(flag) = unknown_flag(&args) {
+        use clap::CommandFactory;
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::UnknownArgument,
+            format!("unknown flag {flag}"),
+        ));
+    }
+    let as_confd = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|name| name == "confd");
+    let mut cli = Cli::try_parse_from(args)?;
+    cli.as_confd = as_confd;
+    Ok(cli)
+}
+
+/// The first single-dash word longer than one letter that the rewrite left alone:
+/// an unknown flag in confd's spelling. clap would read `-bogus` as the short
+/// flags `-b -o …` and name `-b`; the flag as typed is what the user must see.
+fn unknown_flag(args: &[OsString]) -> Option<String> {
+    let flags = long_flags();
+    let mut value_expected = false;
+    for arg in args.iter().skip(1) {
+        let text = arg.to_str().unwrap_or("");
+        if std::mem::take(&mut value_expected) {
+            continue;
+        }
+        if text == "--" {
+            return None;
+        }
+        if let Some(long) = text.strip_prefix("--") {
+            let (name, inline) = match long.split_once('=') {
+                Some((name, _)) => (name, true),
+                None => (long, false),
+            };
+            value_expected = !inline && flags.iter().any(|(n, v)| n == name && *v);
+            continue;
+        }
+        let Some(body) = text.strip_prefix('-') else {
+            continue;
+        };
+        // `-5` is a value, `-h` and `-V` are clap's own short flags.
+        if body.chars().count() > 1 && body.parse::<f64>().is_err() {
+            return Some(text.split('=').next().unwrap_or(text).to_string());
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -261,8 +387,45 @@ mod tests {
     }
 
     #[test]
-    fn unknown_single_dash_flag_is_a_usage_error() {
+    fn unknown_single_dash_flag_is_a_usage_error_naming_it() {
         let err = parse_from(["conflux", "-bogus"]).expect_err("rejected");
         assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("unknown flag -bogus"), "{err}");
+        let err = parse_from(["conflux", "-onetime", "-bogus=1"]).expect_err("rejected");
+        assert!(err.to_string().contains("unknown flag -bogus"), "{err}");
+        let err = parse_from(["conflux", "--bogus"]).expect_err("rejected");
+        assert!(err.to_string().contains("--bogus"), "{err}");
+    }
+
+    #[test]
+    fn confd_flags_are_accepted_in_single_dash_form() {
+        let cli = parse(&[
+            "-scheme",
+            "https",
+            "-srv-domain",
+            "example.com",
+            "-srv-record=_etcd._tcp.example.com.",
+            "-client-insecure",
+            "-auth-type",
+            "app-id",
+            "-table",
+            "t",
+            "-template-engine",
+            "go",
+        ]);
+        assert_eq!(cli.scheme.as_deref(), Some("https"));
+        assert_eq!(cli.srv_domain.as_deref(), Some("example.com"));
+        assert_eq!(cli.srv_record.as_deref(), Some("_etcd._tcp.example.com."));
+        assert!(cli.client_insecure);
+        assert_eq!(cli.foreign.given(), vec!["-auth-type", "-table"]);
+        assert_eq!(cli.template_engine.as_deref(), Some("go"));
+        assert!(!cli.as_confd);
+    }
+
+    #[test]
+    fn started_as_confd() {
+        let cli = parse_from(["/usr/local/bin/confd", "-onetime"]).expect("parses");
+        assert!(cli.as_confd);
+        assert!(!parse_from(["confd-x"]).expect("parses").as_confd);
     }
 }

@@ -7,6 +7,7 @@
 //! a set that has broken files (skip them at start, refuse the set on SIGHUP) is the
 //! caller's.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use tracing::{error, warn};
 use crate::config::Config;
 use crate::kv::keys;
 use crate::resource::{self, Layout, Resource, ResourceError};
-use crate::template::{LoadError, Templates};
+use crate::template::{BrokenTemplate, Engine, LoadError, Templates};
 
 /// The resources of a confdir with their template set: what one pass applies.
 pub struct Confdir {
@@ -46,12 +47,19 @@ impl Confdir {
         let layout = Layout {
             confdir: &config.confdir,
             prefix: &config.prefix,
+            engine: config.template_engine,
         };
         require_dir(layout.confdir, "confdir")?;
         require_dir(&layout.conf_d(), "resource directory")?;
         require_dir(&layout.templates(), "templates directory")?;
-        let templates = Templates::load(&layout.templates())?;
         let (resources, errors) = load_resources(&layout)?;
+        // Only the engines some resource uses are loaded: a confd confdir is not
+        // parsed as Tera too (each file would fail, and loading costs time).
+        let mut engines: BTreeSet<Engine> = resources.iter().map(|r| r.engine).collect();
+        if engines.is_empty() {
+            engines.insert(config.template_engine);
+        }
+        let templates = Templates::load_for(&layout.templates(), config.template_engine, &engines)?;
         Ok(Confdir {
             resources,
             templates: Arc::new(templates),
@@ -65,8 +73,8 @@ impl Confdir {
         for e in &self.errors {
             error!(file = %e.file.display(), cause = %e, "resource skipped");
         }
-        for (name, cause) in self.templates.errors() {
-            error!(template = name, cause = %cause, "template did not load");
+        for (name, engine, cause) in self.template_errors() {
+            error!(template = name, %engine, cause = %cause, "template did not load");
         }
         if self.resources.is_empty() && self.errors.is_empty() {
             warn!(dir = %conf_d.display(), "no resources found");
@@ -75,7 +83,33 @@ impl Confdir {
 
     /// Resource files and templates that could not be loaded.
     pub fn broken(&self) -> usize {
-        self.errors.len() + self.templates.errors().count()
+        self.errors.len() + self.template_errors().count()
+    }
+
+    /// The templates that did not load in an engine that should read them: one a
+    /// resource renders with that engine, or one no resource renders (a partial)
+    /// that the engine of no resource can read. A Go template that Tera cannot
+    /// parse is no problem when only Go resources use it.
+    pub fn template_errors(&self) -> impl Iterator<Item = (&str, Engine, &BrokenTemplate)> {
+        self.templates.errors().filter(|(name, engine, _)| {
+            let users: Vec<Engine> = self
+                .resources
+                .iter()
+                .filter(|r| r.src == *name)
+                .map(|r| r.engine)
+                .collect();
+            if users.is_empty() {
+                // A partial: a problem only if every loaded engine refuses it.
+                self.templates
+                    .errors()
+                    .filter(|(n, _, _)| n == name)
+                    .count()
+                    == self.templates.engines().count()
+                    && *engine == self.templates.default_engine()
+            } else {
+                users.contains(engine)
+            }
+        })
     }
 
     /// Every selector of every resource, merged into the fewest ranges.
@@ -161,6 +195,7 @@ mod tests {
             load_resources(&Layout {
                 confdir: self.tmp.path(),
                 prefix,
+                engine: crate::template::Engine::Tera,
             })
             .expect("conf.d readable")
         }
@@ -211,6 +246,7 @@ mod tests {
         let err = load_resources(&Layout {
             confdir: tmp.path(),
             prefix: "/",
+            engine: crate::template::Engine::Tera,
         })
         .expect_err("missing");
         assert!(err.to_string().contains("conf.d"), "{err}");

@@ -29,6 +29,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_level);
+    if !config.ignored.is_empty() {
+        tracing::warn!(
+            settings = %config.ignored.join(", "),
+            "confd settings accepted and ignored (backends conflux does not have, client_insecure)"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, warn};
+use tracing::{error, info, warn};
 
 use crate::backend::{Backend, BackendError};
 use crate::confdir::{Confdir, ConfdirError};
-use crate::config::{BackendConfig, Config, ConfigError, Mode};
+use crate::config::{BackendConfig, Config, ConfigError, Mode, SrvDiscovery};
 use crate::daemon::{self, DaemonError, Report};
 use crate::pipeline::{self, Pipeline};
 use crate::retry::{self, Backoff};
@@ -125,13 +125,51 @@ pub async fn connect_backend(config: &Config) -> Result<Arc<dyn Backend>, Backen
             Arc::new(FileBackend::new(paths.clone(), filter.clone()))
         }
         BackendConfig::Env => Arc::new(EnvBackend::new()),
-        BackendConfig::Etcd(e) => Arc::new(etcd::EtcdBackend::connect(etcd_options(e)).await?),
+        BackendConfig::Etcd(e) => {
+            let endpoints = match &e.srv {
+                Some(srv) => srv_endpoints(srv).await?,
+                None => e.nodes.clone(),
+            };
+            Arc::new(etcd::EtcdBackend::connect(etcd_options(e, endpoints)).await?)
+        }
     })
 }
 
-fn etcd_options(e: &crate::config::EtcdConfig) -> crate::backend::etcd::EtcdOptions {
+/// The etcd endpoints in the SRV record, looked up at every connection as confd
+/// looks them up at start. A failed lookup is transient: DNS may come back, and a
+/// daemon retries as it does for an etcd that is away.
+async fn srv_endpoints(srv: &SrvDiscovery) -> Result<Vec<String>, BackendError> {
+    let record = srv.record.clone();
+    let lookup = tokio::task::spawn_blocking(move || {
+        crate::template::lookup_srv_record(&record, SRV_TIMEOUT)
+    })
+    .await;
+    let fail = |message: String| BackendError::Transient {
+        backend: "etcdv3",
+        message: format!("cannot get nodes from SRV record {}: {message}", srv.record),
+    };
+    let targets = match lookup {
+        Ok(Ok(targets)) => targets,
+        Ok(Err(e)) => return Err(fail(e.to_string())),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    if targets.is_empty() {
+        return Err(fail("no records".into()));
+    }
+    let endpoints = srv.endpoints(&targets);
+    info!(record = %srv.record, ?endpoints, "etcd endpoints from DNS SRV");
+    Ok(endpoints)
+}
+
+/// How long the SRV lookup of the endpoints may take.
+const SRV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn etcd_options(
+    e: &crate::config::EtcdConfig,
+    endpoints: Vec<String>,
+) -> crate::backend::etcd::EtcdOptions {
     crate::backend::etcd::EtcdOptions {
-        endpoints: e.nodes.clone(),
+        endpoints,
         username: e.username.clone(),
         password: e.password.clone(),
         ca_file: e.client_ca_keys.clone(),
@@ -182,7 +220,7 @@ fn loader(running: Config, reconfigure: ConfigSource) -> daemon::Loader {
             let state = StateDir::open(&config.state_dir, !config.noop).map_err(RunError::from)?;
             let set = Confdir::load(&config).map_err(RunError::from)?;
             set.log_problems(&config.conf_d());
-            let templates = set.templates.errors().count();
+            let templates = set.template_errors().count();
             if !set.errors.is_empty() || templates > 0 {
                 return Err(ReloadError::Broken {
                     resources: set.errors.len(),

@@ -181,7 +181,7 @@ impl Pipeline {
     fn render(&self, resource: &Resource, snapshot: &Snapshot) -> Result<String, ApplyError> {
         let store = Store::cut(snapshot, &resource.prefix, &resource.selectors);
         self.templates
-            .render(&resource.src, &store)
+            .render_as(resource.engine, &resource.src, &store)
             .map_err(|source| ApplyError::Render {
                 resource: resource.name.clone(),
                 dest: resource.dest.clone(),

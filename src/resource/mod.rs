@@ -17,6 +17,7 @@ use toml::Spanned;
 
 use crate::command::{Command, DEFAULT_TIMEOUT};
 use crate::kv::keys;
+use crate::template::{Engine, UnknownEngine};
 use crate::values::{
     DurationError, ModeError, Wait, WaitError, parse_duration, parse_mode, toml_error_message,
 };
@@ -48,6 +49,9 @@ pub struct Resource {
     pub reload: Option<Command>,
     /// The coalescing window in watch mode; `None` uses the global default.
     pub wait: Option<Wait>,
+    /// The template language of `src` (`engine = "go" | "tera"`), else the global
+    /// default.
+    pub engine: Engine,
 }
 
 /// A resource file that could not be used. Its Display names the file, then the line
@@ -91,6 +95,8 @@ pub enum Problem {
     },
     #[error(transparent)]
     Wait(#[from] WaitError),
+    #[error("engine: {0}")]
+    Engine(#[source] UnknownEngine),
 }
 
 /// A resource file as written.
@@ -119,6 +125,7 @@ struct RawTemplate {
     check_timeout: Option<Spanned<String>>,
     reload_timeout: Option<Spanned<String>>,
     wait: Option<Spanned<String>>,
+    engine: Option<Spanned<String>>,
 }
 
 /// What resources are resolved against: the confdir (templates, relative dests) and
@@ -128,6 +135,8 @@ pub struct Layout<'a> {
     pub confdir: &'a Path,
     /// The global prefix (`/` when none).
     pub prefix: &'a str,
+    /// The template engine of resources that name none.
+    pub engine: Engine,
 }
 
 impl Layout<'_> {
@@ -200,6 +209,13 @@ fn validate(
         Some(w) => Some(w.get_ref().parse::<Wait>().map_err(|e| (at(w), e.into()))?),
         None => None,
     };
+    let engine = match &t.engine {
+        Some(e) => e
+            .get_ref()
+            .parse()
+            .map_err(|e| (at_engine(&t.engine), Problem::Engine(e)))?,
+        None => layout.engine,
+    };
     let prefix = keys::join(layout.prefix, &t.prefix);
     let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
     Ok(Resource {
@@ -215,7 +231,12 @@ fn validate(
         check: non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout)),
         reload: non_empty(&t.reload_cmd).map(|l| Command::new(l, reload_timeout)),
         wait,
+        engine,
     })
+}
+
+fn at_engine(engine: &Option<Spanned<String>>) -> Option<Range<usize>> {
+    engine.as_ref().map(Spanned::span)
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
@@ -254,6 +275,7 @@ pub(crate) fn test_resource(name: &str, selectors: &[&str], dest: PathBuf) -> Re
         check: None,
         reload: None,
         wait: None,
+        engine: Engine::Tera,
     }
 }
 
@@ -285,6 +307,7 @@ mod tests {
             let layout = Layout {
                 confdir: self.tmp.path(),
                 prefix,
+                engine: Engine::Tera,
             };
             load(&layout, name.to_string(), &layout.conf_d().join(name))
         }

@@ -1,0 +1,167 @@
+//! Where in a template a failed render failed. gotmpl's execution errors carry no
+//! position (Go's say `name:line:col: executing … at <getv "/x">`), but nearly every
+//! such failure in a confd template is one of confd's functions refusing its
+//! arguments (a missing key, a bad pattern, JSON that does not parse). So each
+//! function records its name and arguments on this thread when it fails, and the
+//! parse tree is searched for the call: the call of that function whose literal
+//! arguments match, else the first call of it. An error no function raised (an index
+//! out of range, a field of a string) keeps the template's name only.
+//!
+//! Patching gotmpl's executor to carry positions was the alternative; it would mean
+//! keeping a fork of the engine in this repository for one line of an error message.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use gotmpl::parse::{Expr, ListNode, Node, Number, PipeNode};
+use gotmpl::{Value, ValueFunc};
+
+use super::args::Result;
+
+/// A function call that failed: the function's name and its arguments.
+#[derive(Debug, Clone)]
+pub(super) struct FailedCall {
+    pub name: &'static str,
+    pub args: Vec<Value>,
+}
+
+thread_local! {
+    static FAILED: RefCell<Option<FailedCall>> = const { RefCell::new(None) };
+}
+
+/// `f` as a gotmpl function that records its failures for [`take_failed`].
+pub(super) fn recorded(name: &'static str, f: fn(&[Value]) -> Result<Value>) -> ValueFunc {
+    Arc::new(move |args: &[Value]| {
+        f(args).inspect_err(|_| {
+            FAILED.with(|c| {
+                *c.borrow_mut() = Some(FailedCall {
+                    name,
+                    args: args.to_vec(),
+                });
+            });
+        })
+    })
+}
+
+/// Forgets any failure recorded by an earlier render on this thread.
+pub(super) fn clear() {
+    FAILED.with(|c| c.borrow_mut().take());
+}
+
+/// The failure recorded by the render that just ended on this thread.
+pub(super) fn take_failed() -> Option<FailedCall> {
+    FAILED.with(|c| c.borrow_mut().take())
+}
+
+/// The byte offset in its source of the call `failed` made, searched in `tree`.
+pub(super) fn find(tree: &ListNode, failed: &FailedCall) -> Option<usize> {
+    let mut calls = Vec::new();
+    walk_list(tree, failed.name, &mut calls);
+    calls
+        .iter()
+        .find(|call| literals_match(call.1, &failed.args))
+        .or(calls.first())
+        .map(|call| call.0)
+}
+
+/// 1-based line and column of byte `offset` in `source`.
+pub(super) fn line_col(source: &str, offset: usize) -> (usize, usize) {
+    let before = &source[..floor_char_boundary(source, offset)];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, col)
+}
+
+fn floor_char_boundary(s: &str, mut at: usize) -> usize {
+    at = at.min(s.len());
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
+}
+
+/// A call of the function in the tree: its offset and its argument expressions.
+type Call<'t> = (usize, &'t [Expr]);
+
+fn walk_list<'t>(list: &'t ListNode, name: &str, calls: &mut Vec<Call<'t>>) {
+    for node in &list.nodes {
+        walk_node(node, name, calls);
+    }
+}
+
+fn walk_node<'t>(node: &'t Node, name: &str, calls: &mut Vec<Call<'t>>) {
+    match node {
+        Node::List(list) => walk_list(list, name, calls),
+        Node::Action(action) => walk_pipe(&action.pipe, name, calls),
+        Node::If(b) | Node::Range(b) | Node::With(b) => {
+            walk_pipe(&b.pipe, name, calls);
+            walk_list(&b.body, name, calls);
+            if let Some(e) = &b.else_body {
+                walk_list(e, name, calls);
+            }
+        }
+        Node::Template(t) => {
+            if let Some(pipe) = &t.pipe {
+                walk_pipe(pipe, name, calls);
+            }
+        }
+        Node::Define(d) => walk_list(&d.body, name, calls),
+        Node::Text(_) | Node::Break(_) | Node::Continue(_) => {}
+    }
+}
+
+fn walk_pipe<'t>(pipe: &'t PipeNode, name: &str, calls: &mut Vec<Call<'t>>) {
+    for command in &pipe.commands {
+        if let Some(head) = command.args.first()
+            && is_call_of(head, name)
+        {
+            calls.push((head.pos().offset, &command.args[1..]));
+        }
+        for arg in &command.args {
+            walk_expr(arg, name, calls);
+        }
+    }
+}
+
+fn walk_expr<'t>(expr: &'t Expr, name: &str, calls: &mut Vec<Call<'t>>) {
+    match expr {
+        Expr::Pipe(_, pipe) => walk_pipe(pipe, name, calls),
+        Expr::Chain(_, inner, _) => walk_expr(inner, name, calls),
+        _ => {}
+    }
+}
+
+fn is_call_of(head: &Expr, name: &str) -> bool {
+    match head {
+        Expr::Identifier(_, id) => id.as_str() == name,
+        Expr::Chain(_, inner, _) => is_call_of(inner, name),
+        _ => false,
+    }
+}
+
+/// Whether every literal argument equals the value passed (other arguments match
+/// anything). A piped value is the last argument, so only the written ones count.
+fn literals_match(exprs: &[Expr], args: &[Value]) -> bool {
+    exprs.iter().zip(args).all(|(expr, arg)| match (expr, arg) {
+        (Expr::String(_, s), Value::String(v)) => s == v,
+        (Expr::Number(_, Number::Int(n)), Value::Int(v)) => n == v,
+        (Expr::String(..) | Expr::Number(..), _) => false,
+        _ => true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn columns_are_one_based_bytes_from_the_line_start() {
+        let source = "ab\ncd{{x}}\n";
+        assert_eq!(line_col(source, 0), (1, 1));
+        assert_eq!(line_col(source, 5), (2, 3));
+        assert_eq!(line_col(source, 99), (3, 1));
+    }
+}

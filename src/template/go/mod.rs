@@ -1,0 +1,160 @@
+//! The Go engine: confd's templates as Go `text/template` renders them, through the
+//! `gotmpl` crate (a port of Go's `text/template` checked against Go's own output:
+//! pipelines, variables, `range`/`else`, `with`, `define`/`template`/`block`, trim
+//! markers, Go's `fmt` verbs in `printf`), with confd's function map ([`funcs`],
+//! [`system`]).
+//!
+//! Each file under `templates/` is parsed on its own, named by its relative path, as
+//! confd parses each resource's `src` alone; the `{{define}}`s of every file are
+//! then shared with every other, so a partial can live in its own file. A file's own
+//! definitions win over another file's; between two other files, the first in name
+//! order wins. The data (`.`) is nil, as in confd.
+//!
+//! Reading the directory and the Tera engine are [`super`]'s; this module only parses
+//! and renders.
+
+mod args;
+mod funcs;
+mod gotime;
+mod json;
+mod locate;
+mod system;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use gotmpl::{Template, Value};
+
+use super::error::{BrokenTemplate, GoRenderError};
+use super::functions::with_store;
+use super::load::Broken;
+use crate::store::Store;
+
+/// Every template of a confdir parsed as a Go template.
+pub(super) struct GoTemplates {
+    parsed: BTreeMap<String, Parsed>,
+    pub(super) broken: Broken,
+}
+
+struct Parsed {
+    template: Template,
+    source: Arc<str>,
+    /// The names whose trees come from this file's source: the file and its own
+    /// `{{define}}`s (not those shared from other files).
+    own: Vec<String>,
+}
+
+impl Parsed {
+    /// The offset in this file's source of the call `failed` made, if it is here.
+    fn find(&self, failed: &locate::FailedCall) -> Option<usize> {
+        self.own
+            .iter()
+            .filter_map(|name| self.template.lookup(name))
+            .find_map(|tree| locate::find(tree, failed))
+    }
+}
+
+impl GoTemplates {
+    /// Parses `files` (name, content); a file that does not parse is kept in
+    /// `broken` and the others still load.
+    pub(super) fn parse(files: &[(String, String)]) -> GoTemplates {
+        let func_map = funcs::func_map();
+        let mut parsed = BTreeMap::new();
+        let mut broken = Broken::new();
+        for (name, content) in files {
+            match Template::new(name).funcs(func_map.clone()).parse(content) {
+                Ok(template) => {
+                    let source = Arc::from(content.as_str());
+                    let mut own: Vec<String> =
+                        template.templates().iter().map(|s| s.to_string()).collect();
+                    // The file's own tree first: that is where most calls are.
+                    own.sort_by_key(|n| n != name);
+                    parsed.insert(
+                        name.clone(),
+                        Parsed {
+                            template,
+                            source,
+                            own,
+                        },
+                    );
+                }
+                Err(e) => {
+                    broken.insert(name.clone(), Arc::new(BrokenTemplate::GoInvalid(e)));
+                }
+            }
+        }
+        share_definitions(&mut parsed);
+        GoTemplates { parsed, broken }
+    }
+
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.parsed.contains_key(name)
+    }
+
+    /// Renders `name` with `store` behind the store functions.
+    pub(super) fn render(
+        &self,
+        name: &str,
+        store: &Store,
+    ) -> Option<Result<String, GoRenderError>> {
+        let parsed = self.parsed.get(name)?;
+        locate::clear();
+        let result = with_store(store, || parsed.template.execute_to_string(&Value::Nil));
+        Some(result.map_err(|source| self.error(name, parsed, source)))
+    }
+
+    /// The error of a failed render, with where the failing call is when a function
+    /// of ours failed.
+    fn error(&self, name: &str, parsed: &Parsed, source: gotmpl::TemplateError) -> GoRenderError {
+        let failed = locate::take_failed();
+        let at = failed.and_then(|call| {
+            // The rendered file first, then the files whose definitions it can call.
+            std::iter::once((name, parsed))
+                .chain(self.parsed.iter().map(|(n, p)| (n.as_str(), p)))
+                .find_map(|(file, p)| {
+                    let offset = p.find(&call)?;
+                    Some((file.to_string(), locate::line_col(&p.source, offset)))
+                })
+        });
+        GoRenderError {
+            at: at.map(|(file, (line, column))| super::error::Position { file, line, column }),
+            source,
+        }
+    }
+}
+
+/// Adds every file's `{{define}}`s to every other file that does not define the name
+/// itself.
+fn share_definitions(parsed: &mut BTreeMap<String, Parsed>) {
+    let mut library: BTreeMap<String, gotmpl::parse::ListNode> = BTreeMap::new();
+    for (file, p) in parsed.iter() {
+        for define in p.template.templates() {
+            if define != file
+                && !library.contains_key(define)
+                && let Some(tree) = p.template.lookup(define)
+            {
+                library.insert(define.to_string(), tree.clone());
+            }
+        }
+    }
+    if library.is_empty() {
+        return;
+    }
+    for p in parsed.values_mut() {
+        let own: Vec<String> = p
+            .template
+            .templates()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        for (define, tree) in &library {
+            if !own.contains(define) {
+                let template = std::mem::replace(&mut p.template, Template::new(""));
+                p.template = template.add_parse_tree(define, tree.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,260 @@
+//! The Go engine against Go's and confd's behaviour: built-ins, confd's functions,
+//! definitions shared across files, errors with positions. confd's own test cases are
+//! in `confd`.
+
+mod confd;
+
+use std::collections::BTreeMap;
+
+use super::GoTemplates;
+use crate::store::Store;
+use crate::template::RenderError;
+
+fn store(keys: &[(&str, &str)]) -> Store {
+    let kvs: BTreeMap<String, String> = keys
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Store::new(1, kvs)
+}
+
+/// Renders `template` (as `t.tmpl`) with `keys` in the store.
+pub(super) fn render_go(template: &str, keys: &[(&str, &str)]) -> Result<String, String> {
+    render_files(&[("t.tmpl", template)], "t.tmpl", keys)
+}
+
+fn render_files(
+    files: &[(&str, &str)],
+    name: &str,
+    keys: &[(&str, &str)],
+) -> Result<String, String> {
+    let files: Vec<(String, String)> = files
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.to_string()))
+        .collect();
+    let set = GoTemplates::parse(&files);
+    if let Some(err) = set.broken.get(name) {
+        return Err(err.to_string());
+    }
+    set.render(name, &store(keys))
+        .expect("template exists")
+        .map_err(|e| {
+            RenderError::GoFailed {
+                name: name.into(),
+                source: Box::new(e),
+            }
+            .to_string()
+        })
+}
+
+fn ok(template: &str, keys: &[(&str, &str)]) -> String {
+    render_go(template, keys).unwrap_or_else(|e| panic!("{template}: {e}"))
+}
+
+fn err(template: &str, keys: &[(&str, &str)]) -> String {
+    render_go(template, keys).expect_err(template)
+}
+
+#[test]
+fn go_builtins_behave_as_in_go() {
+    let keys = [("/n", "5"), ("/s", "abc")];
+    let cases = [
+        (
+            r#"{{printf "%05d|%-4s|%.2f|%q|%x|%v" 42 "ab" 0.5 "q" 255 true}}"#,
+            r#"00042|ab  |0.50|"q"|ff|true"#,
+        ),
+        (
+            r#"{{len (getv "/s")}} {{index (split "a,b,c" ",") 1}}"#,
+            "3 b",
+        ),
+        (
+            r#"{{if and (eq (getv "/n") "5") (ne 1 2)}}yes{{else}}no{{end}}"#,
+            "yes",
+        ),
+        (
+            r#"{{or "" "fallback"}} {{not true}} {{lt 1 2}} {{le 2 2}} {{gt 1 2}}"#,
+            "fallback false true true false",
+        ),
+        (
+            r#"{{with getv "/missing" ""}}set{{else}}empty{{end}}"#,
+            "empty",
+        ),
+        ("a  {{- \"b\" -}}  \n c", "abc"),
+        (
+            r#"{{/* a comment */}}{{print 1 2 "x"}}{{println "y"}}"#,
+            "1 2xy\n",
+        ),
+        (
+            r#"{{range $i, $v := split "x,y" ","}}{{$i}}={{$v}};{{end}}"#,
+            "0=x;1=y;",
+        ),
+        (r#"{{range split "" ","}}[{{.}}]{{else}}none{{end}}"#, "[]"),
+        (
+            r#"{{$c := 0}}{{range seq 1 3}}{{$c = add $c .}}{{end}}{{$c}}"#,
+            "6",
+        ),
+        (r#"{{.}}"#, "<no value>"),
+        (
+            r#"{{index (json `{"a":{"b":[1,2]}}`) "a"}}"#,
+            "map[b:[1 2]]",
+        ),
+        (r#"{{(json `{"port":8080}`).port}}"#, "8080"),
+        (
+            r#"{{slice "abcdef" 1 3}} {{html "<a&b>"}} {{urlquery "a b"}}"#,
+            "bc &lt;a&amp;b&gt; a+b",
+        ),
+    ];
+    for (template, want) in cases {
+        assert_eq!(ok(template, &keys), want, "{template}");
+    }
+}
+
+#[test]
+fn confd_functions_with_confd_semantics() {
+    let keys = [
+        ("/app/upstream/b", "10.0.0.2:80"),
+        ("/app/upstream/a", "10.0.0.1:80"),
+        ("/app/db/host", "db1"),
+        ("/e", "333"),
+    ];
+    let cases = [
+        (
+            r#"{{range gets "/app/upstream/*"}}{{base .Key}}={{.Value}} {{end}}"#,
+            "a=10.0.0.1:80 b=10.0.0.2:80 ",
+        ),
+        (
+            r#"{{join (getvs "/app/upstream/*") ","}}"#,
+            "10.0.0.1:80,10.0.0.2:80",
+        ),
+        (
+            r#"{{getv "/nope" "dflt"}} {{exists "/e"}} {{exists "/app"}}"#,
+            "dflt true false",
+        ),
+        (
+            r#"{{join (ls "/app") " "}}|{{join (lsdir "/app") " "}}"#,
+            "db upstream|db upstream",
+        ),
+        (
+            r#"{{toUpper "ab"}}{{toLower "CD"}} {{contains "abc" "b"}} {{trimSuffix "a.conf" ".conf"}}"#,
+            "ABcd true a",
+        ),
+        (
+            r#"{{replace "a-b-c" "-" "+" 1}} {{replace "a-b-c" "-" "+" -1}}"#,
+            "a+b-c a+b+c",
+        ),
+        (
+            r#"{{dir "/a/b/c"}} {{base "/a/b/"}} {{base ""}}"#,
+            "/a/b b .",
+        ),
+        (
+            r#"{{range reverse (split "1,2,3" ",")}}{{.}}{{end}}"#,
+            "321",
+        ),
+        (r#"{{sortByLength (split "ccc,a,bb" ",")}}"#, "[a bb ccc]"),
+        (
+            r#"{{range sortKVByLength (gets "/*")}}{{.Key}} {{end}}"#,
+            "/e ",
+        ),
+        (
+            r#"{{add 1 2}} {{sub 1 2}} {{mul 3 4}} {{div 7 2}} {{mod 7 2}}"#,
+            "3 -1 12 3 1",
+        ),
+        (
+            r#"{{$m := map "a" 1 "b" "x"}}{{$m.a}}{{$m.b}} {{index $m "b"}}"#,
+            "1x x",
+        ),
+        (
+            r#"{{parseBool "T"}} {{atoi "-12"}} {{seq 3 1}}"#,
+            "true -12 []",
+        ),
+        (
+            r#"{{base64Encode "Value"}} {{base64Decode "VmFsdWU="}}"#,
+            "VmFsdWU= Value",
+        ),
+        (
+            r#"{{getenv "CONFLUX_SURELY_UNSET" "d"}}{{getenv "CONFLUX_SURELY_UNSET"}}|"#,
+            "d|",
+        ),
+        (
+            r#"{{fileExists "/"}} {{fileExists "/surely/not/here"}}"#,
+            "true false",
+        ),
+        (r#"{{with get "/e"}}{{.Key}}={{.Value}}{{end}}"#, "/e=333"),
+        (
+            r#"{{range lookupSRV "x" "tcp" "surely-not-a-domain.invalid"}}x{{else}}none{{end}}"#,
+            "none",
+        ),
+    ];
+    for (template, want) in cases {
+        assert_eq!(ok(template, &keys), want, "{template}");
+    }
+}
+
+#[test]
+fn datetime_prints_and_formats_like_go_time() {
+    let year = chrono::Local::now().format("%Y").to_string();
+    assert_eq!(ok(r#"{{datetime.Format "2006"}}"#, &[]), year);
+    let now = ok("{{datetime}}", &[]);
+    assert!(now.starts_with(&year) && now.contains(':'), "{now}");
+}
+
+#[test]
+fn errors_name_template_line_column_and_cause_like_go() {
+    let e = err("# db\nhost = {{getv \"/db/host\"}}\n", &[]);
+    assert!(e.contains("t.tmpl:2:10: "), "{e}");
+    assert!(
+        e.contains("error calling getv: key does not exist: /db/host"),
+        "{e}"
+    );
+    let e = err("{{range gets \"/a/[\"}}{{end}}", &[]);
+    assert!(
+        e.contains("t.tmpl:1:9: ") && e.contains("error calling gets"),
+        "{e}"
+    );
+    // The call with the arguments that failed, not the first call of the function.
+    let e = err("{{getv \"/a\"}}\n{{getv \"/b\"}}", &[("/a", "1")]);
+    assert!(e.contains("t.tmpl:2:3: "), "{e}");
+    let e = err(r#"{{div 1 0}}"#, &[]);
+    assert!(e.contains("integer divide by zero"), "{e}");
+    let e = err(r#"{{atoi "x"}}"#, &[]);
+    assert!(
+        e.contains(r#"strconv.Atoi: parsing "x": invalid syntax"#),
+        "{e}"
+    );
+    let e = err(r#"{{add "1" 2}}"#, &[]);
+    assert!(e.contains("expected int; got string"), "{e}");
+    let e = err(r#"{{getv}}"#, &[]);
+    assert!(
+        e.contains("wrong number of args for getv: want at least 1 got 0"),
+        "{e}"
+    );
+    let e = err("x\n{{if}}", &[]);
+    assert!(e.contains("t.tmpl:2:"), "{e}");
+    let e = err(r#"{{nosuch "x"}}"#, &[]);
+    assert!(e.contains("nosuch"), "{e}");
+}
+
+#[test]
+fn definitions_are_shared_across_files_and_a_files_own_win() {
+    let files = [
+        (
+            "partials/upstream.tmpl",
+            r#"{{define "upstream"}}server {{.}};{{end}}"#,
+        ),
+        ("other.tmpl", r#"{{define "x"}}other{{end}}"#),
+        (
+            "site.tmpl",
+            "{{define \"x\"}}mine{{end}}{{range getvs \"/up/*\"}}{{template \"upstream\" .}}{{end}} {{template \"x\"}} {{block \"b\" 1}}b{{.}}{{end}}",
+        ),
+    ];
+    let out = render_files(&files, "site.tmpl", &[("/up/1", "a"), ("/up/2", "b")]).unwrap();
+    assert_eq!(out, "server a;server b; mine b1");
+    assert_eq!(render_files(&files, "other.tmpl", &[]).unwrap(), "");
+    // An error inside a definition from another file names that file.
+    let files = [
+        ("lib.tmpl", "{{define \"host\"}}\n  {{getv \"/h\"}}{{end}}"),
+        ("main.tmpl", r#"{{template "host"}}"#),
+    ];
+    let e = render_files(&files, "main.tmpl", &[]).unwrap_err();
+    assert!(e.contains("lib.tmpl:2:5: "), "{e}");
+}
