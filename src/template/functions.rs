@@ -31,6 +31,8 @@ mod numbers;
 pub(super) mod system;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+pub(crate) use testing::engine as testing_engine;
 
 use std::cell::RefCell;
 

@@ -16,6 +16,7 @@ mod error;
 pub mod filters;
 pub mod functions;
 mod go;
+mod go_helpers;
 pub(crate) mod gofmt;
 mod hints;
 mod load;
@@ -208,6 +209,7 @@ fn engine() -> Tera {
     tera.autoescape_on(Vec::<&str>::new());
     functions::register(&mut tera);
     filters::register(&mut tera);
+    go_helpers::register(&mut tera);
     tera
 }
 

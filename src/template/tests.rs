@@ -1,5 +1,6 @@
-//! The template set: loading, rendering, errors, with the Tera engine.
-use std::collections::BTreeMap;
+//! The template set: loading, rendering, errors, in either engine.
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use super::*;
@@ -237,4 +238,54 @@ fn concurrent_renders_each_see_their_own_store() {
     for thread in threads {
         thread.join().unwrap();
     }
+}
+
+#[test]
+fn confd_syntax_and_positional_arguments_get_hints() {
+    let dir = dir_with(&[
+        (
+            "confd.tmpl",
+            "upstream {\n{{range getvs \"/up/*\"}}  server {{.}};\n{{end}}}\n",
+        ),
+        ("positional.tmpl", "host = {{ getv(\"/db/host\") }}\n"),
+    ]);
+    let t = Templates::load(dir.path()).unwrap();
+    let s = store(1, &[]);
+    let confd = t.render("confd.tmpl", &s).unwrap_err().to_string();
+    assert!(confd.contains("confd.tmpl:2:"), "{confd}");
+    assert!(confd.contains("set `engine = \"go\"`"), "{confd}");
+    assert!(confd.contains("docs/functions.md"), "{confd}");
+    let positional = t.render("positional.tmpl", &s).unwrap_err().to_string();
+    assert!(
+        positional
+            .contains(r#"`getv` takes keyword arguments, not positional ones: getv(key="/x""#),
+        "{positional}"
+    );
+}
+
+#[test]
+fn the_go_engine_renders_the_same_directory() {
+    let dir = dir_with(&[
+        (
+            "confd.tmpl",
+            "{{range gets \"/up/*\"}}server {{.Value}};{{end}}",
+        ),
+        ("tera.tmpl", r#"{{ getv(key="/up/a") }}"#),
+    ]);
+    let both = BTreeSet::from([Engine::Tera, Engine::Go]);
+    let t = Templates::load_for(dir.path(), Engine::Go, &both).unwrap();
+    let s = store(1, &[("/up/a", "x"), ("/up/b", "y")]);
+    assert_eq!(t.render("confd.tmpl", &s).unwrap(), "server x;server y;");
+    assert_eq!(t.render_as(Engine::Tera, "tera.tmpl", &s).unwrap(), "x");
+    // Each engine reports the files it cannot read; neither stops the other.
+    let refused: Vec<_> = t.errors().map(|(n, e, _)| (n, e)).collect();
+    assert_eq!(
+        refused,
+        vec![("confd.tmpl", Engine::Tera), ("tera.tmpl", Engine::Go)]
+    );
+    let tera_only = Templates::load(dir.path()).unwrap();
+    assert!(matches!(
+        tera_only.render_as(Engine::Go, "confd.tmpl", &s),
+        Err(RenderError::EngineNotLoaded { .. })
+    ));
 }
