@@ -10,10 +10,13 @@
 //! - `daemon`: the real binary as a daemon (`--watch`, interval) and `--onetime`
 //!   against a real etcd: restarts, compaction, a cluster, auth, TLS, signals.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx.
+//! - `confd_dropin`: conflux in place of confd: Go templates against goldens written
+//!   by real confd, confd's config file and flags, the binary started as `confd`.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
 
+mod confd_dropin;
 mod daemon;
 mod etcd_backend;
 mod gateway;

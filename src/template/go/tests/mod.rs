@@ -99,6 +99,11 @@ fn go_builtins_behave_as_in_go() {
             "map[b:[1 2]]",
         ),
         (r#"{{(json `{"port":8080}`).port}}"#, "8080"),
+        // Go prints a float64 as %v does (vendor/gotmpl/PATCHED.md).
+        (
+            r#"{{(json `{"big":1000000,"small":0.00001}`)}}"#,
+            "map[big:1e+06 small:1e-05]",
+        ),
         (
             r#"{{slice "abcdef" 1 3}} {{html "<a&b>"}} {{urlquery "a b"}}"#,
             "bc &lt;a&amp;b&gt; a+b",
@@ -257,4 +262,20 @@ fn definitions_are_shared_across_files_and_a_files_own_win() {
     ];
     let e = render_files(&files, "main.tmpl", &[]).unwrap_err();
     assert!(e.contains("lib.tmpl:2:5: "), "{e}");
+}
+
+/// Regression: gotmpl 0.6.1 let `{{- /* … */}}` trim the text after the comment too
+/// (vendor/gotmpl/PATCHED.md); Go trims only before it.
+#[test]
+fn a_comment_with_an_opening_trim_marker_keeps_the_text_after_it() {
+    let cases = [
+        ("a\n{{- /* c */}}\nb", "a\nb"),
+        ("a\n{{- /* c\n d */}}\nb", "a\nb"),
+        ("a {{/* c */}}\nb", "a \nb"),
+        ("a {{- /* c */ -}}\nb", "ab"),
+        ("a {{/* c */ -}}\n b", "a b"),
+    ];
+    for (template, want) in cases {
+        assert_eq!(ok(template, &[]), want, "{template:?}");
+    }
 }
