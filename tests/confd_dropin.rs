@@ -108,7 +108,7 @@ fn a_go_template_error_names_template_line_and_column() {
     run(&dir, &file_args(&dir, &["data.yaml"]), &[])
         .assert_code(1)
         .assert_stderr_contains(
-            "app.tmpl:2:10: execution error: error calling getv: key does not exist: /app/host",
+            r#"app.tmpl:2:9: executing "app.tmpl" at <getv "/app/host">: error calling getv: key does not exist: /app/host"#,
         );
 }
 

@@ -44,29 +44,56 @@ pub enum BrokenTemplate {
     GoInvalid(#[source] gotmpl::TemplateError),
 }
 
-/// Where in a template something went wrong: 1-based line and column.
+/// Where in a template something went wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position {
     /// The template file, relative to `templates/`.
     pub file: String,
+    /// 1-based.
     pub line: usize,
+    /// As Go's text/template counts it (and confd prints it): bytes since the start
+    /// of the line, from 0.
     pub column: usize,
 }
 
-/// A Go template's render that failed, with the position of the failing call where
-/// it is known (see `go::locate`).
+/// The call a failed Go render failed in, as Go's text/template names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GoCall {
+    pub at: Position,
+    /// The template executing: the file, or the `{{define}}` that holds the call.
+    pub template: String,
+    /// The command as written (`getv "/db/host"`).
+    pub call: String,
+}
+
+/// A Go template's render that failed. Its Display is Go's (and so confd's) when the
+/// failing call is known (see `go::locate`): `app.tmpl:2:7: executing "app.tmpl" at
+/// <getv "/db/host">: error calling getv: key does not exist: /db/host`.
 #[derive(Debug, thiserror::Error)]
-#[error("{}{source}", at_position(.at))]
+#[error("{}{}", go_context(.call), go_message(.source))]
 pub struct GoRenderError {
-    pub at: Option<Position>,
+    pub call: Option<GoCall>,
     #[source]
     pub source: gotmpl::TemplateError,
 }
 
-fn at_position(at: &Option<Position>) -> String {
-    at.as_ref()
-        .map(|p| format!("{}:{}:{}: ", p.file, p.line, p.column))
+fn go_context(call: &Option<GoCall>) -> String {
+    call.as_ref()
+        .map(|c| {
+            format!(
+                "{}:{}:{}: executing {:?} at <{}>: ",
+                c.at.file, c.at.line, c.at.column, c.template, c.call
+            )
+        })
         .unwrap_or_default()
+}
+
+/// gotmpl's message without its `execution error: ` label, as Go words it.
+fn go_message(error: &gotmpl::TemplateError) -> String {
+    match error {
+        gotmpl::TemplateError::Exec(message) => message.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// A render that failed.

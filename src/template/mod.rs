@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use tera::{Context, Tera};
 
 pub use self::engine::{Engine, UnknownEngine};
-pub use self::error::{BrokenTemplate, GoRenderError, LoadError, Position, RenderError};
+pub use self::error::{BrokenTemplate, GoCall, GoRenderError, LoadError, Position, RenderError};
 use crate::store::Store;
 
 /// The (target, port) pairs of the SRV record `record` (a full name such as

@@ -14,7 +14,7 @@ use gotmpl::{FuncMap, TemplateError, Value};
 use super::args::{
     Result, at_least, calling, exactly, int, kv_pair, str_list, str_value, string, strings,
 };
-use super::{json, locate, system};
+use super::{json, locate, memkv, system};
 use crate::kv::go_path;
 use crate::store::LookupError;
 use crate::template::functions::with_current_store;
@@ -82,7 +82,8 @@ fn with_store<R>(name: &str, lookup: impl FnOnce(&crate::store::Store) -> R) -> 
 fn lookup_error(name: &str, err: LookupError) -> TemplateError {
     match err {
         LookupError::KeyNotFound(key) => calling(name, format!("key does not exist: {key}")),
-        LookupError::BadPattern(e) => calling(name, e),
+        // Go's path.ErrBadPattern, whatever is wrong with the pattern.
+        LookupError::BadPattern(_) => calling(name, "syntax error in pattern"),
     }
 }
 
@@ -144,13 +145,13 @@ fn exists(a: &[Value]) -> Result<Value> {
 fn ls(a: &[Value]) -> Result<Value> {
     exactly("ls", a, 1)?;
     let path = string(a, 0)?;
-    with_store("ls", |s| str_list(s.ls(path)))
+    with_store("ls", |s| str_list(memkv::list(s, path)))
 }
 
 fn lsdir(a: &[Value]) -> Result<Value> {
     exactly("lsdir", a, 1)?;
     let path = string(a, 0)?;
-    with_store("lsdir", |s| str_list(s.lsdir(path)))
+    with_store("lsdir", |s| str_list(memkv::list_dir(s, path)))
 }
 
 fn path_fn(name: &str, a: &[Value], f: fn(&str) -> String) -> Result<Value> {

@@ -53,26 +53,72 @@ pub(super) fn take_failed() -> Option<FailedCall> {
     FAILED.with(|c| c.borrow_mut().take())
 }
 
-/// The byte offset in its source of the call `failed` made, searched in `tree`.
-pub(super) fn find(tree: &ListNode, failed: &FailedCall) -> Option<usize> {
-    let mut calls = Vec::new();
-    walk_list(tree, failed.name, &mut calls);
-    calls
-        .iter()
-        .find(|call| literals_match(call.1, &failed.args))
-        .or(calls.first())
-        .map(|call| call.0)
+/// A call found in a tree: its byte offset in the source, and its text as Go
+/// prints a command (`getv "/db/host"`).
+pub(super) struct Found {
+    pub offset: usize,
+    pub text: String,
 }
 
-/// 1-based line and column of byte `offset` in `source`.
+/// The call `failed` made, searched in `tree`.
+pub(super) fn find(tree: &ListNode, failed: &FailedCall) -> Option<Found> {
+    let mut calls = Vec::new();
+    walk_list(tree, failed.name, &mut calls);
+    let (offset, args) = calls
+        .iter()
+        .find(|call| literals_match(call.1, &failed.args))
+        .or(calls.first())?;
+    let mut text = failed.name.to_string();
+    for arg in *args {
+        text.push(' ');
+        text.push_str(&expr_text(arg));
+    }
+    Some(Found {
+        offset: *offset,
+        text,
+    })
+}
+
+/// Line (1-based) and column of byte `offset` in `source`, the column counted as Go's
+/// text/template counts it: bytes since the line's start, from 0.
 pub(super) fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..floor_char_boundary(source, offset)];
     let line = before.matches('\n').count() + 1;
     let col = before
         .rfind('\n')
-        .map_or(before.len(), |nl| before.len() - nl - 1)
-        + 1;
+        .map_or(before.len(), |nl| before.len() - nl - 1);
     (line, col)
+}
+
+/// An argument as Go's parse tree prints it.
+fn expr_text(expr: &Expr) -> String {
+    match expr {
+        Expr::Dot(_) => ".".into(),
+        Expr::Field(_, fields) => fields.iter().map(|f| format!(".{f}")).collect(),
+        Expr::Variable(_, name, fields) => {
+            let fields: String = fields.iter().map(|f| format!(".{f}")).collect();
+            format!("{name}{fields}")
+        }
+        Expr::Identifier(_, name) => name.to_string(),
+        Expr::String(_, s) => format!("{s:?}"),
+        Expr::Number(_, Number::Int(n)) => n.to_string(),
+        Expr::Number(_, Number::Uint(n)) => n.to_string(),
+        Expr::Number(_, Number::Float(f)) => f.to_string(),
+        Expr::Bool(_, b) => b.to_string(),
+        Expr::Nil(_) => "nil".into(),
+        Expr::Pipe(_, pipe) => {
+            let commands: Vec<String> = pipe
+                .commands
+                .iter()
+                .map(|c| c.args.iter().map(expr_text).collect::<Vec<_>>().join(" "))
+                .collect();
+            format!("({})", commands.join(" | "))
+        }
+        Expr::Chain(_, inner, fields) => {
+            let fields: String = fields.iter().map(|f| format!(".{f}")).collect();
+            format!("{}{fields}", expr_text(inner))
+        }
+    }
 }
 
 fn floor_char_boundary(s: &str, mut at: usize) -> usize {
@@ -158,10 +204,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn columns_are_one_based_bytes_from_the_line_start() {
+    fn columns_count_bytes_from_the_line_start_from_zero_as_go_does() {
         let source = "ab\ncd{{x}}\n";
-        assert_eq!(line_col(source, 0), (1, 1));
-        assert_eq!(line_col(source, 5), (2, 3));
-        assert_eq!(line_col(source, 99), (3, 1));
+        assert_eq!(line_col(source, 0), (1, 0));
+        assert_eq!(line_col(source, 5), (2, 2));
+        assert_eq!(line_col(source, 99), (3, 0));
     }
 }

@@ -18,6 +18,7 @@ mod funcs;
 mod gotime;
 mod json;
 mod locate;
+mod memkv;
 mod system;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use gotmpl::{Template, Value};
 
-use super::error::{BrokenTemplate, GoRenderError};
+use super::error::{BrokenTemplate, GoCall, GoRenderError, Position};
 use super::functions::with_store;
 use super::load::Broken;
 use crate::store::Store;
@@ -45,12 +46,13 @@ struct Parsed {
 }
 
 impl Parsed {
-    /// The offset in this file's source of the call `failed` made, if it is here.
-    fn find(&self, failed: &locate::FailedCall) -> Option<usize> {
-        self.own
-            .iter()
-            .filter_map(|name| self.template.lookup(name))
-            .find_map(|tree| locate::find(tree, failed))
+    /// The call `failed` made, if it is in this file: the template (the file or one
+    /// of its definitions) that holds it, and where.
+    fn find(&self, failed: &locate::FailedCall) -> Option<(&str, locate::Found)> {
+        self.own.iter().find_map(|name| {
+            let found = locate::find(self.template.lookup(name)?, failed)?;
+            Some((name.as_str(), found))
+        })
     }
 }
 
@@ -112,14 +114,20 @@ impl GoTemplates {
             std::iter::once((name, parsed))
                 .chain(self.parsed.iter().map(|(n, p)| (n.as_str(), p)))
                 .find_map(|(file, p)| {
-                    let offset = p.find(&call)?;
-                    Some((file.to_string(), locate::line_col(&p.source, offset)))
+                    let (template, found) = p.find(&call)?;
+                    let (line, column) = locate::line_col(&p.source, found.offset);
+                    Some(GoCall {
+                        at: Position {
+                            file: file.to_string(),
+                            line,
+                            column,
+                        },
+                        template: template.to_string(),
+                        call: found.text,
+                    })
                 })
         });
-        GoRenderError {
-            at: at.map(|(file, (line, column))| super::error::Position { file, line, column }),
-            source,
-        }
+        GoRenderError { call: at, source }
     }
 }
 

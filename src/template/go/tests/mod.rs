@@ -205,20 +205,16 @@ fn datetime_prints_and_formats_like_go_time() {
 
 #[test]
 fn errors_name_template_line_column_and_cause_like_go() {
+    // Go's words, position and column (confd logs these).
     let e = err("# db\nhost = {{getv \"/db/host\"}}\n", &[]);
-    assert!(e.contains("t.tmpl:2:10: "), "{e}");
-    assert!(
-        e.contains("error calling getv: key does not exist: /db/host"),
-        "{e}"
-    );
-    let e = err("{{range gets \"/a/[\"}}{{end}}", &[]);
-    assert!(
-        e.contains("t.tmpl:1:9: ") && e.contains("error calling gets"),
-        "{e}"
-    );
+    let want = r#"t.tmpl:2:9: executing "t.tmpl" at <getv "/db/host">: error calling getv: key does not exist: /db/host"#;
+    assert!(e.ends_with(want), "{e}");
+    let e = err("\n{{range gets \"/a/[\"}}{{end}}", &[]);
+    let want = r#"t.tmpl:2:8: executing "t.tmpl" at <gets "/a/[">: error calling gets: syntax error in pattern"#;
+    assert!(e.ends_with(want), "{e}");
     // The call with the arguments that failed, not the first call of the function.
     let e = err("{{getv \"/a\"}}\n{{getv \"/b\"}}", &[("/a", "1")]);
-    assert!(e.contains("t.tmpl:2:3: "), "{e}");
+    assert!(e.contains("t.tmpl:2:2: "), "{e}");
     let e = err(r#"{{div 1 0}}"#, &[]);
     assert!(e.contains("integer divide by zero"), "{e}");
     let e = err(r#"{{atoi "x"}}"#, &[]);
@@ -261,7 +257,10 @@ fn definitions_are_shared_across_files_and_a_files_own_win() {
         ("main.tmpl", r#"{{template "host"}}"#),
     ];
     let e = render_files(&files, "main.tmpl", &[]).unwrap_err();
-    assert!(e.contains("lib.tmpl:2:5: "), "{e}");
+    assert!(
+        e.contains(r#"lib.tmpl:2:4: executing "host" at <getv "/h">"#),
+        "{e}"
+    );
 }
 
 /// Regression: gotmpl 0.6.1 let `{{- /* … */}}` trim the text after the comment too
@@ -278,4 +277,18 @@ fn a_comment_with_an_opening_trim_marker_keeps_the_text_after_it() {
     for (template, want) in cases {
         assert_eq!(ok(template, &[]), want, "{template:?}");
     }
+}
+
+/// confd's `template_funcs_test.go` (an older confd, whose `parseBool` returned
+/// false for anything else): true and false as it expects; any other value is an
+/// error, as in confd's current `strconv.ParseBool`.
+#[test]
+fn confd_template_funcs_test_parse_bool() {
+    assert_eq!(ok(r#"{{parseBool "true"}}"#, &[]), "true");
+    assert_eq!(ok(r#"{{parseBool "false"}}"#, &[]), "false");
+    let e = err(r#"{{parseBool "SOME UNKNOWN VALUE"}}"#, &[]);
+    assert!(
+        e.contains(r#"strconv.ParseBool: parsing "SOME UNKNOWN VALUE": invalid syntax"#),
+        "{e}"
+    );
 }
