@@ -1,6 +1,9 @@
 //! The command line, with confd's flag names and meanings. Every long flag also works
 //! with a single dash (`-onetime`, `-node=http://…`), as Go's `flag` package accepts,
-//! so existing confd command lines and systemd units keep working.
+//! so existing confd command lines and systemd units keep working. confd's flags are
+//! all accepted: those of backends conflux lacks are collected in [`ForeignFlags`]
+//! for one warning; an unknown one is refused with its name as typed. Started as
+//! `confd` (argv[0]), [`Cli::as_confd`] asks for confd's defaults.
 //!
 //! Flags are only parsed here; [`crate::config`] merges them with the config file and
 //! the environment and validates the result.
@@ -23,6 +26,10 @@ Examples:
 
   # confd's single-dash spelling works too:
   conflux -onetime -backend env -confdir /etc/conflux
+
+  # confd's Go templates, unchanged (or install conflux as `confd`: confdir
+  # /etc/confd, config file /etc/confd/confd.toml and the Go engine by default):
+  conflux --onetime --template-engine go --confdir /etc/confd --config-file /etc/confd/confd.toml
 
 Exit codes (--onetime):
   0  every resource was applied (or was already up to date)
@@ -181,22 +188,31 @@ pub struct Cli {
 #[derive(Debug, Clone, Default, clap::Args)]
 #[command(next_help_heading = "Accepted for confd compatibility, ignored (backends conflux lacks)")]
 pub struct ForeignFlags {
+    /// confd: bearer token (vault, consul)
     #[arg(long, value_name = "TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
+    /// confd: vault auth backend type
     #[arg(long, value_name = "TYPE")]
     pub auth_type: Option<String>,
+    /// confd: vault app-id
     #[arg(long, value_name = "ID")]
     pub app_id: Option<String>,
+    /// confd: vault user-id
     #[arg(long, value_name = "ID")]
     pub user_id: Option<String>,
+    /// confd: vault role-id
     #[arg(long, value_name = "ID")]
     pub role_id: Option<String>,
+    /// confd: vault secret-id
     #[arg(long, value_name = "ID")]
     pub secret_id: Option<String>,
+    /// confd: vault mount path of the auth method
     #[arg(long, value_name = "PATH")]
     pub path: Option<String>,
+    /// confd: DynamoDB table
     #[arg(long, value_name = "TABLE")]
     pub table: Option<String>,
+    /// confd: redis key separator
     #[arg(long, value_name = "SEP")]
     pub separator: Option<String>,
 }

@@ -1,4 +1,5 @@
 //! Tests of merging and validating the configuration layers.
+
 use super::*;
 
 fn cli(args: &[&str]) -> Cli {
@@ -77,4 +78,63 @@ fn bad_values_are_configuration_errors() {
     assert!(merge(&cli(&["--backend", "consul"]), RawConfig::default()).is_err());
     assert!(merge(&cli(&["--backend", "file"]), RawConfig::default()).is_err());
     assert!(merge(&cli(&["--log-level", "loud"]), RawConfig::default()).is_err());
+}
+
+#[test]
+fn started_as_confd_the_defaults_are_confds() {
+    let as_confd = Cli {
+        as_confd: true,
+        ..Cli::default()
+    };
+    let c = merge(&as_confd, RawConfig::default()).expect("valid");
+    assert_eq!(c.confdir, PathBuf::from("/etc/confd"));
+    assert_eq!(c.template_engine, Engine::Go);
+    let c = merge(&Cli::default(), RawConfig::default()).expect("valid");
+    assert_eq!(c.template_engine, Engine::Tera);
+    let c = merge(&cli(&["--template-engine", "tera"]), RawConfig::default()).expect("valid");
+    assert_eq!(c.template_engine, Engine::Tera);
+    assert!(merge(&cli(&["--template-engine", "jinja"]), RawConfig::default()).is_err());
+}
+
+/// confd's configuration guide's example, and every key of that guide.
+#[test]
+fn confds_example_and_every_confd_key_are_accepted() {
+    let file = raw(
+        "backend = \"etcd\"\nclient_cert = \"/etc/confd/ssl/client.crt\"\n\
+         client_key = \"/etc/confd/ssl/client.key\"\nconfdir = \"/etc/confd\"\n\
+         log-level = \"debug\"\ninterval = 600\nnodes = [\n  \"http://127.0.0.1:4001\",\n]\n\
+         noop = false\nprefix = \"/production\"\nscheme = \"https\"\nsrv_domain = \"etcd.example.com\"\n\
+         srv_record = \"\"\nsync-only = false\nwatch = false\nauth_token = \"t\"\nauth_type = \"x\"\n\
+         basic_auth = true\ntable = \"t\"\nseparator = \"_\"\nusername = \"u\"\npassword = \"p\"\n\
+         app_id = \"a\"\nuser_id = \"u\"\nrole_id = \"r\"\nsecret_id = \"s\"\nfile = [\"a.yaml\"]\n\
+         filter = \"*.yaml\"\npath = \"auth\"\nclient_insecure = true\nclient_cakeys = \"/ca\"\n\
+         template_engine = \"go\"\n",
+    );
+    let c = merge(&Cli::default(), file).expect("valid");
+    assert_eq!(c.template_engine, Engine::Go);
+    match c.backend {
+        BackendConfig::Etcd(e) => assert_eq!(
+            e.srv,
+            Some(SrvDiscovery {
+                record: "_etcd._tcp.etcd.example.com.".into(),
+                scheme: "https".into(),
+            })
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        c.ignored,
+        vec![
+            "auth_token",
+            "auth_type",
+            "app_id",
+            "user_id",
+            "role_id",
+            "secret_id",
+            "table",
+            "separator",
+            "path",
+            "client_insecure"
+        ]
+    );
 }
