@@ -273,3 +273,30 @@ fn started_as_confd_it_takes_confds_defaults() {
         "{stderr}"
     );
 }
+
+/// confd reads the TLS files from `CONFD_CLIENT_CERT`, `CONFD_CLIENT_KEY` and
+/// `CONFD_CLIENT_CAKEYS` when nothing else sets them: so does conflux (here seen
+/// refusing them with a plaintext endpoint, before any connection).
+#[test]
+fn confds_tls_environment_variables_are_read() {
+    let dir = Confdir::from_fixture("confd-go");
+    let args: Vec<String> = [
+        "-onetime",
+        "-backend",
+        "etcdv3",
+        "-node",
+        "http://127.0.0.1:9",
+    ]
+    .map(String::from)
+    .to_vec();
+    run(
+        &dir,
+        &args,
+        &[
+            ("CONFD_CLIENT_CERT", "/nonexistent/client.crt"),
+            ("CONFD_CLIENT_KEY", "/nonexistent/client.key"),
+        ],
+    )
+    .assert_code(2)
+    .assert_stderr_contains("is plaintext");
+}

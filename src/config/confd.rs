@@ -2,7 +2,7 @@
 //! discovery of the etcd endpoints (`srv_domain`, `srv_record`, `scheme`), TLS's
 //! `client_insecure`, and the settings of backends conflux does not have (vault,
 //! dynamodb, redis), which are accepted and named in one warning so that a confd
-//! host starts unchanged. Merging the rest is [`super`]'s job; the SRV lookup itself
+//! host starts unchanged; confd's `CONFD_CLIENT_*` variables for the TLS files. Merging the rest is [`super`]'s job; the SRV lookup itself
 //! happens when the backend connects ([`crate::run`]).
 
 use serde::Deserialize;
@@ -80,6 +80,15 @@ pub(super) fn srv_discovery(
         _ => return Ok(None),
     };
     Ok(Some(SrvDiscovery { record, scheme }))
+}
+
+/// confd's `CONFD_CLIENT_CERT`, `CONFD_CLIENT_KEY` and `CONFD_CLIENT_CAKEYS`: read
+/// when neither a flag (or its `CONFLUX_*` variable) nor the config file sets the
+/// file, as confd reads them.
+pub(super) fn env_path(name: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os(name)
+        .filter(|v| !v.is_empty())
+        .map(Into::into)
 }
 
 /// The confd settings given that conflux ignores, as confd spells them, flags first.

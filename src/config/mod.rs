@@ -261,9 +261,21 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
             srv: confd::srv_discovery(cli, &file.confd, &backend_name)?,
             username: cli.username.clone().or(file.username),
             password: cli.password.clone().or(file.password),
-            client_cert: cli.client_cert.clone().or(file.client_cert),
-            client_key: cli.client_key.clone().or(file.client_key),
-            client_ca_keys: cli.client_ca_keys.clone().or(file.client_cakeys),
+            client_cert: cli
+                .client_cert
+                .clone()
+                .or(file.client_cert)
+                .or_else(|| confd::env_path("CONFD_CLIENT_CERT")),
+            client_key: cli
+                .client_key
+                .clone()
+                .or(file.client_key)
+                .or_else(|| confd::env_path("CONFD_CLIENT_KEY")),
+            client_ca_keys: cli
+                .client_ca_keys
+                .clone()
+                .or(file.client_cakeys)
+                .or_else(|| confd::env_path("CONFD_CLIENT_CAKEYS")),
         }),
         "file" => {
             let paths = pick_list(&cli.files, file.file).unwrap_or_default();
