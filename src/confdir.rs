@@ -251,4 +251,37 @@ mod tests {
         .expect_err("missing");
         assert!(err.to_string().contains("conf.d"), "{err}");
     }
+
+    /// With both engines loaded, a template is a problem only for the engine that
+    /// must read it: a Go template Tera cannot parse is fine when only Go resources
+    /// use it, and a partial is reported when no loaded engine can read it.
+    #[test]
+    fn template_errors_concern_the_engines_that_read_them() {
+        let d = Dir::new();
+        let t = d.tmp.path().join("templates");
+        std::fs::write(t.join("go.tmpl"), "{{getv \"/a\"}}").expect("w");
+        std::fs::write(t.join("tera.tmpl"), "{{ getv(key=\"/a\") }}").expect("w");
+        std::fs::write(t.join("lib.tmpl"), "{{define \"x\"}}x{{end}}").expect("w");
+        std::fs::write(t.join("broken.tmpl"), "{{ oops( }}").expect("w");
+        d.resource(
+            "go.toml",
+            "[template]\nsrc = \"go.tmpl\"\ndest = \"/tmp/x\"\nengine = \"go\"\n",
+        );
+        d.resource(
+            "tera.toml",
+            "[template]\nsrc = \"tera.tmpl\"\ndest = \"/tmp/y\"\n",
+        );
+        let (resources, errors) = d.load("/");
+        assert!(errors.is_empty(), "{errors:?}");
+        let engines = BTreeSet::from([Engine::Tera, Engine::Go]);
+        let templates = Templates::load_for(&t, Engine::Tera, &engines).expect("loads");
+        let set = Confdir {
+            resources,
+            templates: Arc::new(templates),
+            errors,
+        };
+        let reported: Vec<_> = set.template_errors().map(|(n, e, _)| (n, e)).collect();
+        assert_eq!(reported, vec![("broken.tmpl", Engine::Tera)]);
+        assert_eq!(set.broken(), 1);
+    }
 }
