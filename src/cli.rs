@@ -353,8 +353,10 @@ fn unknown_flag(args: &[OsString]) -> Option<String> {
             value_expected = !inline && flags.iter().any(|(n, v)| n == name && *v);
             continue;
         }
+        // A bare word is a subcommand (or an error clap reports): what follows is
+        // its own to judge.
         let Some(body) = text.strip_prefix('-') else {
-            continue;
+            return None;
         };
         // `-5` is a value, `-h` and `-V` are clap's own short flags.
         if body.chars().count() > 1 && body.parse::<f64>().is_err() {
@@ -411,6 +413,11 @@ mod tests {
         assert!(err.to_string().contains("unknown flag -bogus"), "{err}");
         let err = parse_from(["conflux", "--bogus"]).expect_err("rejected");
         assert!(err.to_string().contains("--bogus"), "{err}");
+        // After a bare word (a subcommand), flags are the subcommand's to judge.
+        assert_eq!(
+            unknown_flag(&normalize_args(["conflux", "-onetime", "sub", "-x-y"])),
+            None
+        );
     }
 
     #[test]
