@@ -355,9 +355,7 @@ fn unknown_flag(args: &[OsString]) -> Option<String> {
         }
         // A bare word is a subcommand (or an error clap reports): what follows is
         // its own to judge.
-        let Some(body) = text.strip_prefix('-') else {
-            return None;
-        };
+        let body = text.strip_prefix('-')?;
         // `-5` is a value, `-h` and `-V` are clap's own short flags.
         if body.chars().count() > 1 && body.parse::<f64>().is_err() {
             return Some(text.split('=').next().unwrap_or(text).to_string());

@@ -5,10 +5,9 @@
 //! [`system`]).
 //!
 //! Each file under `templates/` is parsed on its own, named by its relative path, as
-//! confd parses each resource's `src` alone; the `{{define}}`s of every file are
-//! then shared with every other, so a partial can live in its own file. A file's own
-//! definitions win over another file's; between two other files, the first in name
-//! order wins. The data (`.`) is nil, as in confd.
+//! confd parses each resource's `src` alone; then each file gets the `{{define}}`s of
+//! the other files that it invokes ([`share`]), so a partial can live in its own
+//! file. The data (`.`) is nil, as in confd.
 //!
 //! Reading the directory and the Tera engine are [`super`]'s; this module only parses
 //! and renders.
@@ -19,6 +18,7 @@ mod gotime;
 mod json;
 mod locate;
 mod memkv;
+mod share;
 mod system;
 
 use std::collections::BTreeMap;
@@ -131,36 +131,15 @@ impl GoTemplates {
     }
 }
 
-/// Adds every file's `{{define}}`s to every other file that does not define the name
-/// itself.
+/// Gives each file the other files' `{{define}}`s it invokes ([`share`]).
 fn share_definitions(parsed: &mut BTreeMap<String, Parsed>) {
-    let mut library: BTreeMap<String, gotmpl::parse::ListNode> = BTreeMap::new();
-    for (file, p) in parsed.iter() {
-        for define in p.template.templates() {
-            if define != file
-                && !library.contains_key(define)
-                && let Some(tree) = p.template.lookup(define)
-            {
-                library.insert(define.to_string(), tree.clone());
-            }
-        }
-    }
+    let library = share::library(parsed.iter().map(|(n, p)| (n.as_str(), &p.template)));
     if library.is_empty() {
         return;
     }
     for p in parsed.values_mut() {
-        let own: Vec<String> = p
-            .template
-            .templates()
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        for (define, tree) in &library {
-            if !own.contains(define) {
-                let template = std::mem::replace(&mut p.template, Template::new(""));
-                p.template = template.add_parse_tree(define, tree.clone());
-            }
-        }
+        let template = std::mem::replace(&mut p.template, Template::new(""));
+        p.template = share::complete(template, &library);
     }
 }
 

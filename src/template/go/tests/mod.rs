@@ -249,6 +249,16 @@ fn definitions_are_shared_across_files_and_a_files_own_win() {
         ),
     ];
     let out = render_files(&files, "site.tmpl", &[("/up/1", "a"), ("/up/2", "b")]).unwrap();
+    // Through another file's definition, too.
+    let chain = [
+        (
+            "a.tmpl",
+            r#"{{define "outer"}}<{{template "inner"}}>{{end}}"#,
+        ),
+        ("b.tmpl", r#"{{define "inner"}}in{{end}}"#),
+        ("c.tmpl", r#"{{template "outer"}}"#),
+    ];
+    assert_eq!(render_files(&chain, "c.tmpl", &[]).unwrap(), "<in>");
     assert_eq!(out, "server a;server b; mine b1");
     assert_eq!(render_files(&files, "other.tmpl", &[]).unwrap(), "");
     // An error inside a definition from another file names that file.
