@@ -62,7 +62,8 @@ pub struct GoCall {
     pub at: Position,
     /// The template executing: the file, or the `{{define}}` that holds the call.
     pub template: String,
-    /// The command as written (`getv "/db/host"`).
+    /// The command as written (`getv "/db/host"`); empty when the action is not a
+    /// command (a `{{template}}`).
     pub call: String,
 }
 
@@ -78,19 +79,25 @@ pub struct GoRenderError {
 }
 
 fn go_context(call: &Option<GoCall>) -> String {
-    call.as_ref()
-        .map(|c| {
-            format!(
-                "{}:{}:{}: executing {:?} at <{}>: ",
-                c.at.file, c.at.line, c.at.column, c.template, c.call
-            )
-        })
-        .unwrap_or_default()
+    let Some(c) = call else {
+        return String::new();
+    };
+    let at = if c.call.is_empty() {
+        String::new()
+    } else {
+        format!(" at <{}>", c.call)
+    };
+    format!(
+        "{}:{}:{}: executing {:?}{at}: ",
+        c.at.file, c.at.line, c.at.column, c.template
+    )
 }
 
-/// gotmpl's message without its `execution error: ` label, as Go words it.
+/// gotmpl's message without its position (given before it) and its
+/// `execution error: ` label, as Go words it.
 fn go_message(error: &gotmpl::TemplateError) -> String {
     match error {
+        gotmpl::TemplateError::At { source, .. } => go_message(source),
         gotmpl::TemplateError::Exec(message) => message.clone(),
         other => other.to_string(),
     }

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use gotmpl::parse::{Expr, ListNode, Node, Number, PipeNode};
+use gotmpl::parse::{CommandNode, Expr, ListNode, Node, Number, PipeNode};
 use gotmpl::{Value, ValueFunc};
 
 use super::args::Result;
@@ -77,6 +77,36 @@ pub(super) fn find(tree: &ListNode, failed: &FailedCall) -> Option<Found> {
         offset: *offset,
         text,
     })
+}
+
+/// The text of the command that starts at byte `offset` in `tree` (gotmpl's `At`
+/// points at an action's first command).
+pub(super) fn command_at(tree: &ListNode, offset: usize) -> Option<String> {
+    let mut commands = Vec::new();
+    commands_of_list(tree, &mut commands);
+    commands
+        .into_iter()
+        .find(|c| c.pos.offset == offset)
+        .map(|c| c.args.iter().map(expr_text).collect::<Vec<_>>().join(" "))
+}
+
+fn commands_of_list<'t>(list: &'t ListNode, out: &mut Vec<&'t CommandNode>) {
+    for node in &list.nodes {
+        match node {
+            Node::List(l) => commands_of_list(l, out),
+            Node::Action(a) => out.extend(&a.pipe.commands),
+            Node::If(b) | Node::Range(b) | Node::With(b) => {
+                out.extend(&b.pipe.commands);
+                commands_of_list(&b.body, out);
+                if let Some(e) = &b.else_body {
+                    commands_of_list(e, out);
+                }
+            }
+            Node::Template(t) => out.extend(t.pipe.iter().flat_map(|p| &p.commands)),
+            Node::Define(d) => commands_of_list(&d.body, out),
+            Node::Text(_) | Node::Break(_) | Node::Continue(_) => {}
+        }
+    }
 }
 
 /// Line (1-based) and column of byte `offset` in `source`, the column counted as Go's

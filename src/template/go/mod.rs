@@ -109,25 +109,62 @@ impl GoTemplates {
     /// of ours failed.
     fn error(&self, name: &str, parsed: &Parsed, source: gotmpl::TemplateError) -> GoRenderError {
         let failed = locate::take_failed();
-        let at = failed.and_then(|call| {
-            // The rendered file first, then the files whose definitions it can call.
-            std::iter::once((name, parsed))
-                .chain(self.parsed.iter().map(|(n, p)| (n.as_str(), p)))
-                .find_map(|(file, p)| {
-                    let (template, found) = p.find(&call)?;
-                    let (line, column) = locate::line_col(&p.source, found.offset);
-                    Some(GoCall {
-                        at: Position {
-                            file: file.to_string(),
-                            line,
-                            column,
-                        },
-                        template: template.to_string(),
-                        call: found.text,
-                    })
-                })
-        });
+        let at = failed
+            .and_then(|call| self.function_call(name, parsed, &call))
+            .or_else(|| self.action_at(&source));
         GoRenderError { call: at, source }
+    }
+
+    /// Where the failing call of one of our functions is: in the rendered file, else
+    /// in the file whose definition it is in.
+    fn function_call(
+        &self,
+        name: &str,
+        parsed: &Parsed,
+        call: &locate::FailedCall,
+    ) -> Option<GoCall> {
+        std::iter::once((name, parsed))
+            .chain(self.parsed.iter().map(|(n, p)| (n.as_str(), p)))
+            .find_map(|(file, p)| {
+                let (template, found) = p.find(call)?;
+                let (line, column) = locate::line_col(&p.source, found.offset);
+                Some(GoCall {
+                    at: Position {
+                        file: file.to_string(),
+                        line,
+                        column,
+                    },
+                    template: template.to_string(),
+                    call: found.text,
+                })
+            })
+    }
+
+    /// Where the action that raised an error no function of ours raised is, from
+    /// gotmpl's `At` (the template executing and the byte offset of the action).
+    fn action_at(&self, error: &gotmpl::TemplateError) -> Option<GoCall> {
+        let gotmpl::TemplateError::At {
+            template, offset, ..
+        } = error
+        else {
+            return None;
+        };
+        // The template is a file, or a definition: the file whose own it is.
+        let (file, p) = self
+            .parsed
+            .get_key_value(template.as_str())
+            .or_else(|| self.parsed.iter().find(|(_, p)| p.own.contains(template)))?;
+        let tree = p.template.lookup(template)?;
+        let (line, column) = locate::line_col(&p.source, *offset);
+        Some(GoCall {
+            at: Position {
+                file: file.clone(),
+                line,
+                column,
+            },
+            template: template.clone(),
+            call: locate::command_at(tree, *offset).unwrap_or_default(),
+        })
     }
 }
 

@@ -198,6 +198,20 @@ pub enum TemplateError {
         message: String,
     },
 
+    /// conflux patch: an execution error raised by the action at byte `offset`
+    /// (line `line`, 1-based) of the source of template `template`.
+    #[error("{template}:{line}: {source}")]
+    At {
+        /// The template executing (a file's name or a `{{define}}`'s).
+        template: String,
+        /// Byte offset of the action's first command in its source.
+        offset: usize,
+        /// 1-based line of that offset.
+        line: usize,
+        /// The error itself.
+        source: Box<TemplateError>,
+    },
+
     /// A `{{template "name"}}` action referenced a template that was never defined.
     #[error("undefined template: {0}")]
     UndefinedTemplate(String),

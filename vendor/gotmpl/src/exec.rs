@@ -207,6 +207,8 @@ pub struct Executor<'a> {
     depth: usize,
     missing_key: MissingKey,
     range_iters_remaining: u64,
+    /// conflux patch: the name of the template executing, for `TemplateError::At`.
+    current: String,
 }
 
 /// Returns a short human-readable name for an expression, used in error messages.
@@ -310,7 +312,14 @@ impl<'a> Executor<'a> {
             depth: 0,
             missing_key: MissingKey::default(),
             range_iters_remaining: DEFAULT_MAX_RANGE_ITERS,
+            current: String::new(),
         }
+    }
+
+    /// conflux patch: the name of the template `execute` runs, for the
+    /// `TemplateError::At` of an execution error.
+    pub fn set_name(&mut self, name: &str) {
+        self.current = name.to_string();
     }
 
     /// Set the [`MissingKey`] behavior for this executor.
@@ -357,6 +366,45 @@ impl<'a> Executor<'a> {
     }
 
     fn walk_node<W: Write>(&mut self, w: &mut W, node: &Node, dot: &Value) -> ExecResult<()> {
+        let result = self.walk_node_inner(w, node, dot);
+        result.map_err(|signal| self.locate(signal, node))
+    }
+
+    /// conflux patch: an execution error gets the position of the innermost action
+    /// that raised it (its first command, where Go points), and the template
+    /// executing; an error already located, or a write error, is left as it is.
+    fn locate(&self, signal: ExecSignal, node: &Node) -> ExecSignal {
+        let ExecSignal::Err(error) = signal else {
+            return signal;
+        };
+        if matches!(*error, TemplateError::At { .. } | TemplateError::Write) {
+            return ExecSignal::Err(error);
+        }
+        #[cfg(feature = "std")]
+        if matches!(*error, TemplateError::Io(_)) {
+            return ExecSignal::Err(error);
+        }
+        let first = |pipe: &crate::parse::PipeNode| pipe.commands.first().map(|c| c.pos);
+        let pos = match node {
+            Node::Action(a) => first(&a.pipe).unwrap_or(a.pos),
+            Node::If(b) | Node::Range(b) | Node::With(b) => first(&b.pipe).unwrap_or(b.pos),
+            Node::Template(t) => t.pos,
+            _ => return ExecSignal::Err(error),
+        };
+        ExecSignal::Err(Box::new(TemplateError::At {
+            template: self.current.clone(),
+            offset: pos.offset,
+            line: pos.line,
+            source: error,
+        }))
+    }
+
+    fn walk_node_inner<W: Write>(
+        &mut self,
+        w: &mut W,
+        node: &Node,
+        dot: &Value,
+    ) -> ExecResult<()> {
         match node {
             Node::Text(text) => {
                 w.write_str(&text.text)?;
@@ -582,9 +630,11 @@ impl<'a> Executor<'a> {
         // a fresh scope containing only `$`, matching Go's walkTemplate which
         // rebuilds `state.vars` as `[{"$", dot}]` before recursing.
         let saved = core::mem::replace(&mut self.vars, VarScope::new());
+        let saved_name = core::mem::replace(&mut self.current, tmpl.name.to_string());
         self.vars.set(&DOLLAR_KEY, new_dot.clone());
         let result = self.walk(w, &tree, &new_dot);
         self.vars = saved;
+        self.current = saved_name;
         result
     }
 

@@ -738,6 +738,7 @@ impl Template {
         templates: &'a BTreeMap<String, Arc<ListNode>>,
     ) -> Executor<'a> {
         let mut executor = Executor::new(funcs, templates);
+        executor.set_name(&self.name);
         executor.set_missing_key(self.missing_key);
         executor.set_max_range_iters(self.max_range_iters);
         executor
@@ -789,6 +790,7 @@ impl Template {
             .ok_or_else(|| error::TemplateError::UndefinedTemplate(name.to_string()))?;
 
         let mut executor = self.make_executor(&self.funcs, &self.defines);
+        executor.set_name(name);
         executor.execute(writer, tree.as_ref(), data)
     }
 

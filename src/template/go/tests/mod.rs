@@ -229,6 +229,22 @@ fn errors_name_template_line_column_and_cause_like_go() {
         e.contains("wrong number of args for getv: want at least 1 got 0"),
         "{e}"
     );
+    // Errors no function of ours raised: located by the action that raised them.
+    let e = err("a\n  {{index (split \"a,b\" \",\") 5}}", &[]);
+    assert!(
+        e.contains(r#"t.tmpl:2:4: executing "t.tmpl" at <index (split "a,b" ",") 5>: "#),
+        "{e}"
+    );
+    let e = err("{{range split \"a\" \",\"}}\n{{.Key}}{{end}}", &[]);
+    assert!(
+        e.contains(r#"t.tmpl:2:2: executing "t.tmpl" at <.Key>: "#),
+        "{e}"
+    );
+    let e = err("\n{{template \"nope\"}}", &[]);
+    assert!(
+        e.contains(r#"t.tmpl:2:2: executing "t.tmpl": "#) && e.contains("nope"),
+        "{e}"
+    );
     let e = err("x\n{{if}}", &[]);
     assert!(e.contains("t.tmpl:2:"), "{e}");
     let e = err(r#"{{nosuch "x"}}"#, &[]);
@@ -266,6 +282,15 @@ fn definitions_are_shared_across_files_and_a_files_own_win() {
         ("lib.tmpl", "{{define \"host\"}}\n  {{getv \"/h\"}}{{end}}"),
         ("main.tmpl", r#"{{template "host"}}"#),
     ];
+    let lib = [
+        ("lib.tmpl", "{{define \"bad\"}}\n {{len 3}}{{end}}"),
+        ("main.tmpl", r#"{{template "bad"}}"#),
+    ];
+    let e = render_files(&lib, "main.tmpl", &[]).unwrap_err();
+    assert!(
+        e.contains(r#"lib.tmpl:2:3: executing "bad" at <len 3>: "#),
+        "{e}"
+    );
     let e = render_files(&files, "main.tmpl", &[]).unwrap_err();
     assert!(
         e.contains(r#"lib.tmpl:2:4: executing "host" at <getv "/h">"#),
