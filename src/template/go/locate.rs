@@ -1,14 +1,12 @@
-//! Where in a template a failed render failed. gotmpl's execution errors carry no
-//! position (Go's say `name:line:col: executing … at <getv "/x">`), but nearly every
-//! such failure in a confd template is one of confd's functions refusing its
-//! arguments (a missing key, a bad pattern, JSON that does not parse). So each
-//! function records its name and arguments on this thread when it fails, and the
-//! parse tree is searched for the call: the call of that function whose literal
-//! arguments match, else the first call of it. An error no function raised (an index
-//! out of range, a field of a string) keeps the template's name only.
-//!
-//! Patching gotmpl's executor to carry positions was the alternative; it would mean
-//! keeping a fork of the engine in this repository for one line of an error message.
+//! Where in a template a failed render failed, as Go's text/template says it
+//! (`name:line:col: executing "name" at <getv "/x">`). gotmpl (with the patch in
+//! `vendor/gotmpl`) reports the innermost *action* that failed; Go points at the
+//! failing *command*, which for most failures in a confd template is one of confd's
+//! functions refusing its arguments inside that action (`{{base (getv "/x")}}`). So
+//! each function records its name and arguments on this thread when it fails, and
+//! the parse tree is searched for the call: the call of that function whose literal
+//! arguments match, else the first call of it. Any other error is placed at its
+//! action (`command_at`).
 
 use std::cell::RefCell;
 use std::sync::Arc;
