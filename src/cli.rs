@@ -3,7 +3,7 @@
 //! so existing confd command lines and systemd units keep working. confd's flags are
 //! all accepted: those of backends conflux lacks are collected in [`ForeignFlags`]
 //! for one warning; an unknown one is refused with its name as typed. Started as
-//! `confd` (argv[0]), [`Cli::as_confd`] asks for confd's defaults.
+//! `confd` (`argv[0]`), [`Cli::as_confd`] asks for confd's defaults.
 //!
 //! Flags are only parsed here; [`crate::config`] merges them with the config file and
 //! the environment and validates the result.
@@ -182,7 +182,7 @@ pub struct Cli {
     pub foreign: ForeignFlags,
 
     /// Started under the name `confd`: confd's defaults (confdir /etc/confd, config
-    /// file /etc/confd/confd.toml, engine go). Set from argv[0], not a flag.
+    /// file /etc/confd/confd.toml, engine go). Set from `argv[0]`, not a flag.
     #[arg(skip)]
     pub as_confd: bool,
 }
@@ -204,7 +204,7 @@ fn long_flags() -> Vec<(String, bool)> {
 /// Rewrites confd's single-dash long flags (`-onetime`, `-node=x`) to their double-dash
 /// form. Only known flag names are rewritten, and never the value of a flag that takes
 /// one (`--prefix -onetime` keeps its prefix). An unknown `-bogus` is left as it is
-/// (see [`unknown_flag`]).
+/// (see `unknown_flag`).
 pub fn normalize_args<I>(args: I) -> Vec<OsString>
 where
     I: IntoIterator,
@@ -258,7 +258,7 @@ fn long_flag_name(arg: &str) -> Option<(&str, bool)> {
 }
 
 /// Parses the process's arguments (after the single-dash rewrite). Started as
-/// `confd` (argv[0]'s file name), the result asks for confd's defaults.
+/// `confd` (the file name of `argv[0]`), the result asks for confd's defaults.
 pub fn parse_from<I>(args: I) -> Result<Cli, clap::Error>
 where
     I: IntoIterator,
