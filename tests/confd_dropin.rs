@@ -207,30 +207,6 @@ fn confds_example_config_file_and_single_dash_flags_start() {
     assert_golden("confd-go/basic.conf", &dir.read("out/basic.conf"));
 }
 
-/// With the etcd backend, `srv_domain` finds the endpoints in
-/// `_etcd._tcp.<domain>.` as confd does; a name that does not resolve fails the run
-/// (exit 1), naming the record.
-#[test]
-fn srv_domain_looks_up_the_etcd_endpoints() {
-    let dir = Confdir::from_fixture("confd-go");
-    let out = run(
-        &dir,
-        &[
-            "-onetime".into(),
-            "-backend".into(),
-            "etcd".into(),
-            "-srv-domain".into(),
-            "conflux-test.invalid".into(),
-            "-scheme".into(),
-            "https".into(),
-        ],
-        &[],
-    );
-    out.assert_code(1).assert_stderr_contains(
-        "cannot get nodes from SRV record _etcd._tcp.conflux-test.invalid.",
-    );
-}
-
 #[test]
 fn an_unknown_flag_is_named_as_typed() {
     let dir = Confdir::new();

@@ -185,10 +185,6 @@ fn confd_functions_with_confd_semantics() {
             "true false",
         ),
         (r#"{{with get "/e"}}{{.Key}}={{.Value}}{{end}}"#, "/e=333"),
-        (
-            r#"{{range lookupSRV "x" "tcp" "surely-not-a-domain.invalid"}}x{{else}}none{{end}}"#,
-            "none",
-        ),
     ];
     for (template, want) in cases {
         assert_eq!(ok(template, &keys), want, "{template}");
