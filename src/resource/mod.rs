@@ -213,7 +213,7 @@ fn validate(
         Some(e) => e
             .get_ref()
             .parse()
-            .map_err(|e| (at_engine(&t.engine), Problem::Engine(e)))?,
+            .map_err(|u| (at(e), Problem::Engine(u)))?,
         None => layout.engine,
     };
     let prefix = keys::join(layout.prefix, &t.prefix);
@@ -233,10 +233,6 @@ fn validate(
         wait,
         engine,
     })
-}
-
-fn at_engine(engine: &Option<Spanned<String>>) -> Option<Range<usize>> {
-    engine.as_ref().map(Spanned::span)
 }
 
 fn non_empty(s: &Option<String>) -> Option<&str> {
