@@ -1,5 +1,6 @@
 //! conflux in place of confd: confd's Go templates rendered byte for byte as confd
-//! renders them, confd's config file and flags, and the binary started as `confd`.
+//! renders them (once, and under `-watch` against a real etcd), confd's config file and
+//! flags, and the binary started as `confd`.
 //!
 //! The golden files under `tests/golden/confd-go/` and `tests/golden/confd-parity/`
 //! were written by real confd (kelseyhightower/confd at 919444eb, built locally with
@@ -275,4 +276,45 @@ fn confds_tls_environment_variables_are_read() {
     )
     .assert_code(2)
     .assert_stderr_contains("is plaintext");
+}
+
+/// A confd template followed under `-watch` against a real etcd: confd's upstream
+/// loop re-rendered by the Go engine as keys come and go.
+#[tokio::test]
+async fn a_go_template_follows_etcd_under_watch() {
+    let etcd = crate::support::etcd::EtcdServer::start().await;
+    let dir = Confdir::new();
+    dir.template(
+        "upstream.tmpl",
+        "upstream app {\n{{- range gets \"/upstream/*\"}}\n  server {{.Value}};{{end}}\n}\n",
+    );
+    dir.resource(
+        "upstream.toml",
+        "[template]\nsrc = \"upstream.tmpl\"\ndest = \"out/upstream.conf\"\nkeys = [\"/upstream\"]\n",
+    );
+    let args = [
+        "-watch",
+        "-backend",
+        "etcdv3",
+        "-node",
+        &etcd.endpoint(),
+        "-template-engine",
+        "go",
+    ];
+    let daemon = crate::harness::Daemon::start(&dir, &args);
+    let patience = std::time::Duration::from_secs(20);
+    let reads = |want: &'static str| {
+        let dir = &dir;
+        move || dir.try_read("out/upstream.conf").as_deref() == Some(want)
+    };
+    daemon
+        .wait_for("the first render", patience, reads("upstream app {\n}\n"))
+        .await;
+    etcd.put("/upstream/b", "10.0.0.2:80").await;
+    etcd.put("/upstream/a", "10.0.0.1:80").await;
+    let both = "upstream app {\n  server 10.0.0.1:80;\n  server 10.0.0.2:80;\n}\n";
+    daemon.wait_for("both servers", patience, reads(both)).await;
+    etcd.delete("/upstream/a").await;
+    let one = "upstream app {\n  server 10.0.0.2:80;\n}\n";
+    daemon.wait_for("the delete", patience, reads(one)).await;
 }
