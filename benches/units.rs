@@ -87,6 +87,7 @@ fn in_process() {
     let layout = Layout {
         confdir: root,
         prefix: "/",
+        engine: conflux::template::Engine::Tera,
     };
     let resource = resource::load(&layout, "routes.toml".into(), &file).unwrap();
     let templates = Arc::new(Templates::load(&root.join("templates")).unwrap());

@@ -1,6 +1,9 @@
 //! The command line, with confd's flag names and meanings. Every long flag also works
 //! with a single dash (`-onetime`, `-node=http://…`), as Go's `flag` package accepts,
-//! so existing confd command lines and systemd units keep working.
+//! so existing confd command lines and systemd units keep working. confd's flags are
+//! all accepted: those of backends conflux lacks are collected in [`ForeignFlags`]
+//! for one warning; an unknown one is refused with its name as typed. Started as
+//! `confd` (`argv[0]`), [`Cli::as_confd`] asks for confd's defaults.
 //!
 //! Without a subcommand, conflux is the confd-compatible daemon (or one-shot run).
 //! A subcommand (`conflux register`) is another tool sharing the connection flags
@@ -24,6 +27,11 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 pub use normalize::normalize_args;
 pub use register::RegisterArgs;
 
+mod confd;
+
+pub use confd::ForeignFlags;
+use confd::unknown_flag;
+
 const AFTER_HELP: &str = "\
 Examples:
   # Render every resource once from etcd and exit (a script, a container entrypoint):
@@ -37,6 +45,10 @@ Examples:
 
   # confd's single-dash spelling works too:
   conflux -onetime -backend env -confdir /etc/conflux
+
+  # confd's Go templates, unchanged (or install conflux as `confd`: confdir
+  # /etc/confd, config file /etc/confd/confd.toml and the Go engine by default):
+  conflux --onetime --template-engine go --confdir /etc/confd --config-file /etc/confd/confd.toml
 
 Exit codes (--onetime):
   0  every resource was applied (or was already up to date)
@@ -186,6 +198,38 @@ pub struct Cli {
     #[arg(long, env = "CONFLUX_NO_WATCH_CONFDIR")]
     pub no_watch_confdir: bool,
 
+    /// Template language of resources that set no `engine`: tera, or go (confd's Go
+    /// text/template) [default: tera; go when started as confd]
+    #[arg(long, value_name = "ENGINE", env = "CONFLUX_TEMPLATE_ENGINE")]
+    pub template_engine: Option<String>,
+
+    /// Scheme of etcd endpoints found through DNS SRV records: http or https [default: http]
+    #[arg(long, value_name = "SCHEME", env = "CONFLUX_SCHEME", global = true)]
+    pub scheme: Option<String>,
+
+    /// Find the etcd endpoints in the SRV record `_<backend>._tcp.<DOMAIN>.`
+    #[arg(long, value_name = "DOMAIN", env = "CONFLUX_SRV_DOMAIN", global = true)]
+    pub srv_domain: Option<String>,
+
+    /// Find the etcd endpoints in this SRV record (`_etcd-client._tcp.example.com`)
+    #[arg(long, value_name = "RECORD", env = "CONFLUX_SRV_RECORD", global = true)]
+    pub srv_record: Option<String>,
+
+    /// Accepted for confd compatibility; certificates are still verified (confd
+    /// accepts this flag and verifies them too)
+    #[arg(long, env = "CONFLUX_CLIENT_INSECURE", global = true)]
+    pub client_insecure: bool,
+
+    /// Settings of confd backends conflux does not have (vault, dynamodb, redis,
+    /// consul): accepted, with a warning, and ignored.
+    #[command(flatten)]
+    pub foreign: ForeignFlags,
+
+    /// Started under the name `confd`: confd's defaults (confdir /etc/confd, config
+    /// file /etc/confd/confd.toml, engine go). Set from `argv[0]`, not a flag.
+    #[arg(skip)]
+    pub as_confd: bool,
+
     /// Another tool instead of the daemon; none runs the daemon (or `--onetime`).
     #[command(subcommand)]
     pub command: Option<Subcommand>,
@@ -199,16 +243,30 @@ pub enum Subcommand {
     Register(RegisterArgs),
 }
 
-/// Parses the process's arguments (after the single-dash rewrite).
+/// Parses the process's arguments (after the single-dash rewrite). Started as
+/// `confd` (the file name of `argv[0]`), the result asks for confd's defaults.
 pub fn parse_from<I>(args: I) -> Result<Cli, clap::Error>
 where
     I: IntoIterator,
     I::Item: Into<OsString>,
 {
+    let args = normalize_args(args);
+    if let Some(flag) = unknown_flag(&args) {
+        return Err(Cli::command().error(
+            clap::error::ErrorKind::UnknownArgument,
+            format!("unknown flag {flag}"),
+        ));
+    }
+    let as_confd = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .is_some_and(|name| name == "confd");
     let mut command = Cli::command();
-    let matches = command.try_get_matches_from_mut(normalize_args(args))?;
+    let matches = command.try_get_matches_from_mut(args)?;
     refuse_daemon_flags(&mut command, &matches)?;
-    Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))
+    let mut cli = Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut command))?;
+    cli.as_confd = as_confd;
+    Ok(cli)
 }
 
 /// A daemon flag given on the command line next to a subcommand (`conflux --watch
@@ -266,9 +324,51 @@ mod tests {
     }
 
     #[test]
-    fn unknown_single_dash_flag_is_a_usage_error() {
+    fn unknown_single_dash_flag_is_a_usage_error_naming_it() {
         let err = parse_from(["conflux", "-bogus"]).expect_err("rejected");
         assert_eq!(err.exit_code(), 2);
+        assert!(err.to_string().contains("unknown flag -bogus"), "{err}");
+        let err = parse_from(["conflux", "-onetime", "-bogus=1"]).expect_err("rejected");
+        assert!(err.to_string().contains("unknown flag -bogus"), "{err}");
+        let err = parse_from(["conflux", "--bogus"]).expect_err("rejected");
+        assert!(err.to_string().contains("--bogus"), "{err}");
+        // After a bare word (a subcommand), flags are the subcommand's to judge.
+        assert_eq!(
+            unknown_flag(&normalize_args(["conflux", "-onetime", "sub", "-x-y"])),
+            None
+        );
+    }
+
+    #[test]
+    fn confd_flags_are_accepted_in_single_dash_form() {
+        let cli = parse(&[
+            "-scheme",
+            "https",
+            "-srv-domain",
+            "example.com",
+            "-srv-record=_etcd._tcp.example.com.",
+            "-client-insecure",
+            "-auth-type",
+            "app-id",
+            "-table",
+            "t",
+            "-template-engine",
+            "go",
+        ]);
+        assert_eq!(cli.scheme.as_deref(), Some("https"));
+        assert_eq!(cli.srv_domain.as_deref(), Some("example.com"));
+        assert_eq!(cli.srv_record.as_deref(), Some("_etcd._tcp.example.com."));
+        assert!(cli.client_insecure);
+        assert_eq!(cli.foreign.given(), vec!["-auth-type", "-table"]);
+        assert_eq!(cli.template_engine.as_deref(), Some("go"));
+        assert!(!cli.as_confd);
+    }
+
+    #[test]
+    fn started_as_confd() {
+        let cli = parse_from(["/usr/local/bin/confd", "-onetime"]).expect("parses");
+        assert!(cli.as_confd);
+        assert!(!parse_from(["confd-x"]).expect("parses").as_confd);
     }
 
     fn register(cli: Cli) -> (Cli, RegisterArgs) {

@@ -7,6 +7,7 @@
 //! a set that has broken files (skip them at start, refuse the set on SIGHUP) is the
 //! caller's.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use tracing::{error, warn};
 use crate::config::Config;
 use crate::kv::keys;
 use crate::resource::{self, Layout, OutputDest, Resource, ResourceError};
-use crate::template::{LoadError, Templates};
+use crate::template::{BrokenTemplate, Engine, LoadError, Templates};
 
 /// The resources of a confdir with their template set: what one pass applies.
 pub struct Confdir {
@@ -54,13 +55,20 @@ impl Confdir {
         let layout = Layout {
             confdir: &config.confdir,
             prefix: &config.prefix,
+            engine: config.template_engine,
         };
         require_dir(layout.confdir, "confdir")?;
         require_dir(&layout.conf_d(), "resource directory")?;
         require_dir(&layout.templates(), "templates directory")?;
-        let templates = Templates::load(&layout.templates())?;
         let (resources, errors) = load_resources(&layout)?;
         one_resource_per_dest(&resources)?;
+        // Only the engines some resource uses are loaded: a confd confdir is not
+        // parsed as Tera too (each file would fail, and loading costs time).
+        let mut engines: BTreeSet<Engine> = resources.iter().map(|r| r.engine).collect();
+        if engines.is_empty() {
+            engines.insert(config.template_engine);
+        }
+        let templates = Templates::load_for(&layout.templates(), config.template_engine, &engines)?;
         Ok(Confdir {
             resources,
             templates: Arc::new(templates),
@@ -74,12 +82,11 @@ impl Confdir {
         for e in &self.errors {
             error!(file = %e.file.display(), cause = %e, "resource skipped");
         }
-        let used = self.broken_templates_in_use();
-        for (name, cause) in self.templates.errors() {
-            if used.contains(&name) {
-                error!(template = name, cause = %cause, "template did not load");
+        for (name, engine, cause) in self.template_errors() {
+            if self.renders(name) {
+                error!(template = name, %engine, cause = %cause, "template did not load");
             } else {
-                warn!(template = name, cause = %cause, "a template no resource renders did not load");
+                warn!(template = name, %engine, cause = %cause, "a template no resource renders did not load");
             }
         }
         if self.resources.is_empty() && self.errors.is_empty() {
@@ -88,17 +95,44 @@ impl Confdir {
     }
 
     /// The broken templates that a resource renders (directly; a broken partial also
-    /// breaks every template that includes it).
+    /// breaks every template that includes it): what refuses a new set on SIGHUP. A
+    /// broken template no resource renders (a README, a draft) is only warned about.
     pub fn broken_templates_in_use(&self) -> Vec<&str> {
-        self.templates
-            .errors()
-            .map(|(name, _)| name)
-            .filter(|name| {
-                self.resources
-                    .iter()
-                    .any(|r| r.src == *name || r.outputs.iter().any(|o| o.src == *name))
-            })
+        self.template_errors()
+            .map(|(name, _, _)| name)
+            .filter(|name| self.renders(name))
             .collect()
+    }
+
+    /// Whether some resource renders the template `name` directly.
+    fn renders(&self, name: &str) -> bool {
+        self.resources.iter().any(|r| uses(r, name))
+    }
+
+    /// The templates that did not load in an engine that should read them: one a
+    /// resource renders with that engine, or one no resource renders (a partial)
+    /// that the engine of no resource can read. A Go template that Tera cannot
+    /// parse is no problem when only Go resources use it.
+    pub fn template_errors(&self) -> impl Iterator<Item = (&str, Engine, &BrokenTemplate)> {
+        self.templates.errors().filter(|(name, engine, _)| {
+            let users: Vec<Engine> = self
+                .resources
+                .iter()
+                .filter(|r| uses(r, name))
+                .map(|r| r.engine)
+                .collect();
+            if users.is_empty() {
+                // A partial: a problem only if every loaded engine refuses it.
+                self.templates
+                    .errors()
+                    .filter(|(n, _, _)| n == name)
+                    .count()
+                    == self.templates.engines().count()
+                    && *engine == self.templates.default_engine()
+            } else {
+                users.contains(engine)
+            }
+        })
     }
 
     /// Every selector of every resource, merged into the fewest ranges.
@@ -132,6 +166,11 @@ fn one_resource_per_dest(resources: &[Resource]) -> Result<(), ConfdirError> {
         }
     }
     Ok(())
+}
+
+/// Whether `resource` renders the template `name` (any of its outputs).
+fn uses(resource: &Resource, name: &str) -> bool {
+    resource.src == name || resource.outputs.iter().any(|o| o.src == name)
 }
 
 /// What an output writes, for comparing outputs: its file, or its fan-out directory
@@ -232,6 +271,7 @@ mod tests {
             load_resources(&Layout {
                 confdir: self.tmp.path(),
                 prefix,
+                engine: crate::template::Engine::Tera,
             })
             .expect("conf.d readable")
         }
@@ -282,8 +322,46 @@ mod tests {
         let err = load_resources(&Layout {
             confdir: tmp.path(),
             prefix: "/",
+            engine: crate::template::Engine::Tera,
         })
         .expect_err("missing");
         assert!(err.to_string().contains("conf.d"), "{err}");
+    }
+
+    /// With both engines loaded, a template is a problem only for the engine that
+    /// must read it: a Go template Tera cannot parse is fine when only Go resources
+    /// use it, and a partial is reported when no loaded engine can read it.
+    #[test]
+    fn template_errors_concern_the_engines_that_read_them() {
+        let d = Dir::new();
+        let t = d.tmp.path().join("templates");
+        std::fs::write(t.join("go.tmpl"), "{{getv \"/a\"}}").expect("w");
+        std::fs::write(t.join("tera.tmpl"), "{{ getv(key=\"/a\") }}").expect("w");
+        std::fs::write(t.join("lib.tmpl"), "{{define \"x\"}}x{{end}}").expect("w");
+        std::fs::write(t.join("broken.tmpl"), "{{ oops( }}").expect("w");
+        d.resource(
+            "go.toml",
+            "[template]\nsrc = \"go.tmpl\"\ndest = \"/tmp/x\"\nengine = \"go\"\n",
+        );
+        d.resource(
+            "tera.toml",
+            "[template]\nsrc = \"tera.tmpl\"\ndest = \"/tmp/y\"\n",
+        );
+        let (resources, errors) = d.load("/");
+        assert!(errors.is_empty(), "{errors:?}");
+        let engines = BTreeSet::from([Engine::Tera, Engine::Go]);
+        let templates = Templates::load_for(&t, Engine::Tera, &engines).expect("loads");
+        let set = Confdir {
+            resources,
+            templates: Arc::new(templates),
+            errors,
+        };
+        let reported: Vec<_> = set.template_errors().map(|(n, e, _)| (n, e)).collect();
+        assert_eq!(reported, vec![("broken.tmpl", Engine::Tera)]);
+        assert_eq!(
+            set.broken_templates_in_use(),
+            Vec::<&str>::new(),
+            "no resource renders it"
+        );
     }
 }

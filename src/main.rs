@@ -41,6 +41,12 @@ fn daemon(cli: Cli) -> ExitCode {
         }
     };
     init_logging(config.log_level, config.log_format);
+    if !config.ignored.is_empty() {
+        tracing::warn!(
+            settings = %config.ignored.join(", "),
+            "confd settings accepted and ignored (backends conflux does not have, client_insecure)"
+        );
+    }
     let detailed = config.detailed_exitcode;
     let hup = "SIGHUP: reloading the configuration and conf.d";
     let stop = "stopping: no new applies; waiting for the one under way";

@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::backend::{Backend, BackendError};
 use crate::confdir::{Confdir, ConfdirError};
-use crate::config::{BackendConfig, Config, ConfigError, Mode};
+use crate::config::{BackendConfig, Config, ConfigError, EtcdConfig, Mode, SrvDiscovery};
 use crate::daemon::{self, ConfdirPaths, DaemonError, Report};
 use crate::pipeline::{self, InPlace, Pipeline, overlay};
 use crate::resource::Resource;
@@ -232,15 +232,57 @@ pub async fn connect_backend(config: &Config) -> Result<Arc<dyn Backend>, Backen
             Arc::new(FileBackend::new(paths.clone(), filter.clone()))
         }
         BackendConfig::Env => Arc::new(EnvBackend::new()),
-        BackendConfig::Etcd(e) => Arc::new(etcd::EtcdBackend::connect(etcd_options(e)).await?),
+        BackendConfig::Etcd(e) => {
+            let endpoints = etcd_endpoints(e).await?;
+            Arc::new(etcd::EtcdBackend::connect(etcd_options(e, endpoints)).await?)
+        }
     })
 }
 
+/// The etcd endpoints to connect to: `--node`s, or those of the DNS SRV record when
+/// one is configured (confd's `-srv-domain`/`-srv-record`), for the daemon and for
+/// `conflux register` alike.
+pub async fn etcd_endpoints(e: &EtcdConfig) -> Result<Vec<String>, BackendError> {
+    match &e.srv {
+        Some(srv) => srv_endpoints(srv).await,
+        None => Ok(e.nodes.clone()),
+    }
+}
+
+/// The etcd endpoints in the SRV record, looked up at every connection as confd
+/// looks them up at start. A failed lookup is transient: DNS may come back, and a
+/// daemon retries as it does for an etcd that is away.
+async fn srv_endpoints(srv: &SrvDiscovery) -> Result<Vec<String>, BackendError> {
+    let record = srv.record.clone();
+    let lookup = tokio::task::spawn_blocking(move || {
+        crate::template::lookup_srv_record(&record, SRV_TIMEOUT)
+    })
+    .await;
+    let fail = |message: String| BackendError::Transient {
+        backend: "etcdv3",
+        message: format!("cannot get nodes from SRV record {}: {message}", srv.record).into(),
+    };
+    let targets = match lookup {
+        Ok(Ok(targets)) => targets,
+        Ok(Err(e)) => return Err(fail(e.to_string())),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    if targets.is_empty() {
+        return Err(fail("no records".into()));
+    }
+    let endpoints = srv.endpoints(&targets);
+    info!(record = %srv.record, ?endpoints, "etcd endpoints from DNS SRV");
+    Ok(endpoints)
+}
+
+/// How long the SRV lookup of the endpoints may take.
+const SRV_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The etcd client settings of a validated etcd configuration (also `conflux
 /// register`'s, so that both reach etcd the same way).
-pub fn etcd_options(e: &crate::config::EtcdConfig) -> crate::backend::etcd::EtcdOptions {
+pub fn etcd_options(e: &EtcdConfig, endpoints: Vec<String>) -> crate::backend::etcd::EtcdOptions {
     crate::backend::etcd::EtcdOptions {
-        endpoints: e.nodes.clone(),
+        endpoints,
         username: e.username.clone(),
         password: e.password.clone(),
         ca_file: e.client_ca_keys.clone(),

@@ -19,10 +19,13 @@
 //!   confdir, JSON logs, systemd notifications, `--detailed-exitcode`.
 //! - `units`: resources as units (several files, fan-out, in-place check, rollback,
 //!   `min_keys`, kill -9 during applies) with a real etcd and a real nginx.
+//! - `confd_dropin`: conflux in place of confd: Go templates against goldens written
+//!   by real confd, confd's config file and flags, the binary started as `confd`.
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
 
+mod confd_dropin;
 mod daemon;
 mod etcd_backend;
 mod gateway;

@@ -64,7 +64,7 @@ where
 }
 
 /// Every long flag name of `command`, and whether it takes a value.
-fn long_flags(command: &clap::Command) -> Vec<(String, bool)> {
+pub(super) fn long_flags(command: &clap::Command) -> Vec<(String, bool)> {
     command
         .get_arguments()
         .filter_map(|a| {

@@ -209,7 +209,7 @@ impl Pipeline {
     /// The template's output for the resource's keys.
     fn render(&self, resource: &Resource, store: &Store) -> Result<String, ApplyError> {
         self.templates
-            .render(&resource.src, store)
+            .render_as(resource.engine, &resource.src, store)
             .map_err(|source| ApplyError::Render {
                 resource: resource.name.clone(),
                 dest: resource.dest.clone(),

@@ -22,11 +22,11 @@ use crate::backend::{Action, BackendError};
 /// The daemon's etcd settings, with a request timeout shorter than the TTL: an answer
 /// that comes after the lease could have expired is of no use, and a SIGTERM must not
 /// wait 10 s for a revoke to a member that hangs.
-pub fn client_options(setup: &Setup) -> EtcdOptions {
+pub fn client_options(setup: &Setup, endpoints: Vec<String>) -> EtcdOptions {
     let ttl = Duration::from_secs(setup.registration.ttl_secs.unsigned_abs());
     EtcdOptions {
         request_timeout: (ttl / 2).clamp(Duration::from_secs(1), Duration::from_secs(5)),
-        ..crate::run::etcd_options(&setup.etcd)
+        ..crate::run::etcd_options(&setup.etcd, endpoints)
     }
 }
 

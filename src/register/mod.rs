@@ -109,8 +109,10 @@ pub async fn run(setup: Setup, shutdown: CancellationToken) -> Result<(), Regist
         check = registration.check.as_ref().map(|c| c.command.line.as_str()),
         "registering while healthy"
     );
-    let options = lease::client_options(&setup);
-    let connect = || EtcdBackend::connect(options.clone());
+    let connect = || async {
+        let endpoints = crate::run::etcd_endpoints(&setup.etcd).await?;
+        EtcdBackend::connect(lease::client_options(&setup, endpoints)).await
+    };
     let backend = match crate::backend::retry_transient("connect to etcd", &shutdown, connect).await
     {
         Ok(Some(backend)) => backend,

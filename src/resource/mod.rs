@@ -21,6 +21,7 @@ use toml::Spanned;
 
 use crate::command::{Command, DEFAULT_TIMEOUT};
 use crate::kv::keys;
+use crate::template::{Engine, UnknownEngine};
 use crate::values::{
     DurationError, ModeError, Wait, WaitError, parse_duration, parse_mode, toml_error_message,
 };
@@ -65,6 +66,9 @@ pub struct Resource {
     /// Fewer selected keys than this and the resource is not applied.
     pub min_keys: Option<usize>,
     pub on_reload_failure: OnReloadFailure,
+    /// The template language of `src` (`engine = "go" | "tera"`), else the global
+    /// default.
+    pub engine: Engine,
 }
 
 impl Resource {
@@ -133,6 +137,8 @@ pub enum Problem {
     UnsafeDest(#[source] crate::command::UnsafePath),
     #[error("{key}: 0 would kill every run of the command at once; give a duration above 0")]
     ZeroTimeout { key: &'static str },
+    #[error("engine: {0}")]
+    Engine(#[source] UnknownEngine),
 }
 
 /// A resource file as written.
@@ -165,6 +171,7 @@ struct RawTemplate {
     check_timeout: Option<Spanned<String>>,
     reload_timeout: Option<Spanned<String>>,
     wait: Option<Spanned<String>>,
+    engine: Option<Spanned<String>>,
 }
 
 /// What resources are resolved against: the confdir (templates, relative dests) and
@@ -174,6 +181,8 @@ pub struct Layout<'a> {
     pub confdir: &'a Path,
     /// The global prefix (`/` when none).
     pub prefix: &'a str,
+    /// The template engine of resources that name none.
+    pub engine: Engine,
 }
 
 impl Layout<'_> {
@@ -242,6 +251,13 @@ fn validate(
         Some(w) => Some(w.get_ref().parse::<Wait>().map_err(|e| (at(w), e.into()))?),
         None => None,
     };
+    let engine = match &t.engine {
+        Some(e) => e
+            .get_ref()
+            .parse()
+            .map_err(|u| (at(e), Problem::Engine(u)))?,
+        None => layout.engine,
+    };
     let prefix = keys::join(layout.prefix, &t.prefix);
     let selectors = t.keys.iter().map(|k| keys::join(&prefix, k)).collect();
     let check = non_empty(&t.check_cmd).map(|l| Command::new(l, check_timeout));
@@ -290,6 +306,7 @@ fn validate(
         unit,
         min_keys: t.min_keys,
         on_reload_failure: t.on_reload_failure,
+        engine,
     })
 }
 
@@ -378,6 +395,7 @@ pub(crate) fn test_resource(name: &str, selectors: &[&str], dest: PathBuf) -> Re
         unit: false,
         min_keys: None,
         on_reload_failure: OnReloadFailure::Retry,
+        engine: Engine::Tera,
     }
 }
 
@@ -407,7 +425,7 @@ mod properties {
             let dir = layout_dir();
             let file = dir.path().join("conf.d/r.toml");
             std::fs::write(&file, &text).expect("write");
-            let layout = Layout { confdir: dir.path(), prefix: "/" };
+            let layout = Layout { confdir: dir.path(), prefix: "/", engine: Engine::Tera };
             if let Err(e) = load(&layout, "r.toml".into(), &file) {
                 prop_assert!(e.to_string().contains("r.toml"));
             }
@@ -426,7 +444,7 @@ mod properties {
                 format!("[template]\nsrc = \"app.tmpl\"\ndest = \"/x\"\n{key} = {value:?}\n")
             };
             std::fs::write(&file, &text).expect("write");
-            let layout = Layout { confdir: dir.path(), prefix: "/" };
+            let layout = Layout { confdir: dir.path(), prefix: "/", engine: Engine::Tera };
             if let Err(e) = load(&layout, "r.toml".into(), &file) {
                 prop_assert!(e.to_string().contains("r.toml"), "{}", e);
             }

@@ -1,6 +1,7 @@
 //! Resource files parsed and validated: every key, both forms, errors with file and line.
 
 use super::*;
+use crate::template::Engine;
 use std::time::Duration;
 
 struct Dir {
@@ -26,6 +27,7 @@ impl Dir {
         let layout = Layout {
             confdir: self.tmp.path(),
             prefix,
+            engine: Engine::Tera,
         };
         load(&layout, name.to_string(), &layout.conf_d().join(name))
     }

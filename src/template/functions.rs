@@ -28,9 +28,11 @@
 
 mod keys;
 mod numbers;
-mod system;
+pub(super) mod system;
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+pub(crate) use testing::engine as testing_engine;
 
 use std::cell::RefCell;
 
@@ -66,6 +68,12 @@ pub(crate) fn with_store<R>(store: &Store, render: impl FnOnce() -> R) -> R {
     let previous = CURRENT.with(|current| current.replace(Some(store.clone())));
     let _restore = Restore(previous);
     render()
+}
+
+/// Calls `lookup` with the store of the render in progress on this thread, if any:
+/// the Go engine's store functions read it too.
+pub(crate) fn with_current_store<R>(lookup: impl FnOnce(&Store) -> R) -> Option<R> {
+    CURRENT.with(|current| current.borrow().as_ref().map(lookup))
 }
 
 /// Calls `lookup` with the current render's store.

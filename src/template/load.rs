@@ -94,7 +94,10 @@ pub(super) fn add_all(tera: &mut Tera, files: Vec<(String, String)>) -> Broken {
     }
     errors
         .into_iter()
-        .filter(|(name, _)| pending.iter().any(|(n, _)| n == name))
-        .map(|(name, e)| (name, Arc::new(BrokenTemplate::Invalid(e))))
+        .filter_map(|(name, source)| {
+            let (_, text) = pending.iter().find(|(n, _)| *n == name)?;
+            let hint = super::hints::for_tera(text);
+            Some((name, Arc::new(BrokenTemplate::Invalid { source, hint })))
+        })
         .collect()
 }

@@ -81,7 +81,7 @@ fn render_output(
     match &output.dest {
         OutputDest::File(dest) => {
             let content = templates
-                .render(&output.src, store)
+                .render_as(resource.engine, &output.src, store)
                 .map_err(failed(dest.clone()))?;
             Ok(vec![(
                 planned(dest.clone(), content, false),
@@ -109,7 +109,7 @@ fn render_output(
                 };
                 let dest = dir.join(&file);
                 let content = templates
-                    .render_item(&output.src, store, Some(&item))
+                    .render_item_as(resource.engine, &output.src, store, Some(&item))
                     .map_err(failed(dest.clone()))?;
                 files.push((planned(dest, content, true), format!("key {}", item.key)));
             }

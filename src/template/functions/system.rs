@@ -32,7 +32,7 @@ fn getenv(kw: Kwargs, _: &State) -> TeraResult<String> {
 }
 
 /// confd's rule: an unset or empty variable gives the default, or `""`.
-fn env_or_default(value: Option<String>, default: Option<&str>) -> String {
+pub(in crate::template) fn env_or_default(value: Option<String>, default: Option<&str>) -> String {
     match value {
         Some(value) if !value.is_empty() => value,
         _ => default.unwrap_or_default().to_string(),
@@ -55,7 +55,7 @@ fn lookup_ip(kw: Kwargs, keep: fn(&IpAddr) -> bool) -> TeraResult<Vec<String>> {
     Ok(resolve(name, keep))
 }
 
-fn resolve(name: &str, keep: fn(&IpAddr) -> bool) -> Vec<String> {
+pub(in crate::template) fn resolve(name: &str, keep: fn(&IpAddr) -> bool) -> Vec<String> {
     let Ok(addrs) = (name, 0).to_socket_addrs() else {
         return Vec::new();
     };
@@ -71,7 +71,7 @@ fn resolve(name: &str, keep: fn(&IpAddr) -> bool) -> Vec<String> {
 
 /// How long one `lookupSRV` may take in all, every nameserver and search domain
 /// included: a render must not hang on DNS.
-const SRV_TIMEOUT: Duration = Duration::from_secs(2);
+pub(in crate::template) const SRV_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn lookup_srv(kw: Kwargs, _: &State) -> TeraResult<Vec<Value>> {
     let service: &str = kw.get("service")?.unwrap_or_default();

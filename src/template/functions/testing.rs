@@ -16,11 +16,12 @@ pub(super) fn store(pairs: &[(&str, &str)]) -> Store {
     Store::new(1, kvs)
 }
 
-pub(super) fn engine() -> Tera {
+pub(crate) fn engine() -> Tera {
     let mut tera = Tera::new();
     tera.autoescape_on(Vec::<&str>::new());
     register(&mut tera);
     super::super::filters::register(&mut tera);
+    super::super::go_helpers::register(&mut tera);
     tera
 }
 

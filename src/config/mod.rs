@@ -11,10 +11,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+mod confd;
+
+pub use confd::SrvDiscovery;
+
 use crate::cli::Cli;
+use crate::template::Engine;
 use crate::values::{Wait, WaitError, toml_error_redacted};
 
 pub const DEFAULT_CONFDIR: &str = "/etc/conflux";
+/// confd's confdir and config file: the defaults when started as `confd`.
+pub const CONFD_CONFDIR: &str = "/etc/confd";
+pub const CONFD_CONFIG_FILE: &str = "/etc/confd/confd.toml";
 pub const DEFAULT_NODE: &str = crate::backend::etcd::DEFAULT_ENDPOINT;
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(600);
 
@@ -31,7 +39,6 @@ pub enum ConfigError {
 /// (`log-level` and `sync-only` with hyphens, `keepstagefile`); an unknown key is an
 /// error that names it, with the line.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawConfig {
     backend: Option<String>,
     nodes: Option<Vec<String>>,
@@ -67,6 +74,10 @@ struct RawConfig {
     #[serde(rename = "log-format", alias = "log_format")]
     log_format: Option<String>,
     watch_confdir: Option<bool>,
+    template_engine: Option<String>,
+    /// confd's DNS SRV discovery and TLS keys (see [`confd`]).
+    #[serde(flatten)]
+    confd: confd::RawConfdKeys,
 }
 
 /// How the process runs.
@@ -91,6 +102,9 @@ pub enum BackendConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EtcdConfig {
     pub nodes: Vec<String>,
+    /// Find the endpoints in DNS SRV records instead of `nodes` (confd's
+    /// `srv_domain`/`srv_record`), at connection time.
+    pub srv: Option<confd::SrvDiscovery>,
     pub username: Option<String>,
     pub password: Option<String>,
     pub client_cert: Option<PathBuf>,
@@ -123,6 +137,11 @@ pub struct Config {
     pub watch_confdir: bool,
     /// The config file read (or that would have been: it may not exist).
     pub config_file: PathBuf,
+    /// The template engine of resources that name none.
+    pub template_engine: Engine,
+    /// confd settings given that conflux accepts and ignores, as confd spells them
+    /// (`-auth-type`, `table`): `main` warns once, naming them.
+    pub ignored: Vec<String>,
 }
 
 /// How logs are written on stderr.
@@ -152,10 +171,12 @@ impl Config {
 }
 
 /// The config file named by `--config-file` (which must exist), else
-/// `<confdir>/conflux.toml` if it exists.
+/// `<confdir>/conflux.toml` if it exists (started as `confd`: confd's
+/// `/etc/confd/confd.toml`, whatever the confdir, as confd reads it).
 fn read_config_file(cli: &Cli) -> Result<(RawConfig, PathBuf), ConfigError> {
     let (path, required) = match &cli.config_file {
         Some(p) => (p.clone(), true),
+        None if cli.as_confd => (PathBuf::from(CONFD_CONFIG_FILE), false),
         None => {
             let confdir = cli
                 .confdir
@@ -180,19 +201,87 @@ fn read_config_file(cli: &Cli) -> Result<(RawConfig, PathBuf), ConfigError> {
 /// Keys whose values are credentials: a config error never shows them.
 const SECRET_KEYS: &[&str] = &["password", "username", "client_key"];
 
+/// Parses the file, refusing a key that is neither conflux's nor confd's with its
+/// name and line. (serde's `deny_unknown_fields` does not combine with the
+/// `flatten`ed confd keys, so the table's keys are checked here first.) Errors never
+/// quote the file's text: a line may hold a password.
 fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::File {
+    let fail = |message| ConfigError::File {
         path: path.to_path_buf(),
-        message: toml_error_redacted(&e, text, SECRET_KEYS),
-    })
+        message,
+    };
+    let keys = toml::de::DeTable::parse(text)
+        .map_err(|e| fail(toml_error_redacted(&e, text, SECRET_KEYS)))?;
+    for key in keys.get_ref().keys() {
+        if !KNOWN_KEYS.contains(&key.get_ref().as_ref()) {
+            let line = text[..key.span().start].matches('\n').count() + 1;
+            return Err(fail(format!(
+                "line {line}: unknown key `{}`",
+                key.get_ref()
+            )));
+        }
+    }
+    toml::from_str(text).map_err(|e| fail(toml_error_redacted(&e, text, SECRET_KEYS)))
 }
 
+/// Every key of [`RawConfig`] (aliases included) and of confd's config file.
+const KNOWN_KEYS: &[&str] = &[
+    "backend",
+    "nodes",
+    "confdir",
+    "prefix",
+    "interval",
+    "watch",
+    "onetime",
+    "noop",
+    "sync-only",
+    "sync_only",
+    "keep-stage-file",
+    "keep_stage_file",
+    "keepstagefile",
+    "log-level",
+    "log_level",
+    "file",
+    "filter",
+    "username",
+    "password",
+    "basic_auth",
+    "client_cert",
+    "client_key",
+    "client_cakeys",
+    "wait",
+    "state_dir",
+    "metrics_addr",
+    "log-format",
+    "log_format",
+    "watch_confdir",
+    "template_engine",
+    "scheme",
+    "srv_domain",
+    "srv_record",
+    "client_insecure",
+    "auth_token",
+    "auth_type",
+    "app_id",
+    "user_id",
+    "role_id",
+    "secret_id",
+    "table",
+    "separator",
+    "path",
+];
+
 fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
+    let default_confdir = if cli.as_confd {
+        CONFD_CONFDIR
+    } else {
+        DEFAULT_CONFDIR
+    };
     let confdir = cli
         .confdir
         .clone()
         .or(file.confdir)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFDIR));
+        .unwrap_or_else(|| PathBuf::from(default_confdir));
     // Relative dests resolve against the confdir, and commands run from conflux's own
     // working directory: make it absolute so the paths they see are unambiguous.
     let confdir = absolute(confdir, "confdir")?;
@@ -205,11 +294,24 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     let backend = match backend_name.as_str() {
         "etcdv3" | "etcd" => BackendConfig::Etcd(EtcdConfig {
             nodes: pick_list(&cli.nodes, file.nodes).unwrap_or_else(|| vec![DEFAULT_NODE.into()]),
+            srv: confd::srv_discovery(cli, &file.confd, &backend_name)?,
             username: cli.username.clone().or(file.username),
             password: cli.password.clone().or(file.password),
-            client_cert: cli.client_cert.clone().or(file.client_cert),
-            client_key: cli.client_key.clone().or(file.client_key),
-            client_ca_keys: cli.client_ca_keys.clone().or(file.client_cakeys),
+            client_cert: cli
+                .client_cert
+                .clone()
+                .or(file.client_cert)
+                .or_else(|| confd::env_path("CONFD_CLIENT_CERT")),
+            client_key: cli
+                .client_key
+                .clone()
+                .or(file.client_key)
+                .or_else(|| confd::env_path("CONFD_CLIENT_KEY")),
+            client_ca_keys: cli
+                .client_ca_keys
+                .clone()
+                .or(file.client_cakeys)
+                .or_else(|| confd::env_path("CONFD_CLIENT_CAKEYS")),
         }),
         "file" => {
             let paths = pick_list(&cli.files, file.file).unwrap_or_default();
@@ -276,7 +378,17 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         .clone()
         .or(file.log_level)
         .unwrap_or_else(|| "info".into());
+    let template_engine = match cli.template_engine.clone().or(file.template_engine) {
+        Some(e) => e
+            .parse()
+            .map_err(|e: crate::template::UnknownEngine| ConfigError::Invalid(e.to_string()))?,
+        None if cli.as_confd => Engine::Go,
+        None => Engine::default(),
+    };
+    let ignored = confd::ignored(cli, &file.confd);
     Ok(Config {
+        template_engine,
+        ignored,
         confdir,
         backend,
         prefix: crate::kv::keys::join("", &cli.prefix.clone().or(file.prefix).unwrap_or_default()),
@@ -337,89 +449,7 @@ fn parse_level(level: &str) -> Result<tracing::Level, ConfigError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cli(args: &[&str]) -> Cli {
-        crate::cli::parse_from(std::iter::once("conflux").chain(args.iter().copied()))
-            .expect("parses")
-    }
-
-    fn raw(text: &str) -> RawConfig {
-        parse_config(Path::new("conflux.toml"), text).expect("valid")
-    }
-
-    #[test]
-    fn defaults() {
-        let c = merge(&Cli::default(), RawConfig::default()).expect("valid");
-        assert_eq!(c.confdir, PathBuf::from("/etc/conflux"));
-        assert_eq!(c.mode, Mode::Interval(Duration::from_secs(600)));
-        assert_eq!(c.prefix, "/");
-        match c.backend {
-            BackendConfig::Etcd(e) => assert_eq!(e.nodes, vec![DEFAULT_NODE]),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn command_line_beats_config_file() {
-        let file =
-            raw("backend = \"env\"\nprefix = \"/file\"\ninterval = 5\nlog-level = \"debug\"\n");
-        let c = merge(&cli(&["--prefix", "/flag", "--backend", "env"]), file).expect("valid");
-        assert_eq!(c.prefix, "/flag");
-        assert_eq!(c.mode, Mode::Interval(Duration::from_secs(5)));
-        assert_eq!(c.log_level, tracing::Level::DEBUG);
-    }
-
-    #[test]
-    fn confd_keys_are_accepted() {
-        let file = raw(
-            "backend = \"etcdv3\"\nnodes = [\"http://a:2379\"]\nsync-only = true\nkeepstagefile = true\n\
-             client_cakeys = \"/ca.pem\"\nbasic_auth = true\nusername = \"u\"\npassword = \"p\"\nwatch = true\n",
-        );
-        let c = merge(&Cli::default(), file).expect("valid");
-        assert!(c.sync_only && c.keep_stage_file);
-        assert_eq!(c.mode, Mode::Watch);
-        match c.backend {
-            BackendConfig::Etcd(e) => {
-                assert_eq!(e.nodes, vec!["http://a:2379"]);
-                assert_eq!(e.client_ca_keys, Some(PathBuf::from("/ca.pem")));
-                assert_eq!(e.username.as_deref(), Some("u"));
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn unknown_key_names_key_file_and_line() {
-        let err = parse_config(
-            Path::new("/etc/conflux/conflux.toml"),
-            "backend = \"env\"\nbogus = 1\n",
-        )
-        .expect_err("rejected")
-        .to_string();
-        assert!(err.contains("/etc/conflux/conflux.toml"), "{err}");
-        assert!(err.contains("bogus"), "{err}");
-        assert!(err.contains("line 2"), "{err}");
-    }
-
-    #[test]
-    fn onetime_beats_watch() {
-        let c = merge(
-            &cli(&["--onetime", "--watch", "--backend", "env"]),
-            RawConfig::default(),
-        )
-        .expect("valid");
-        assert_eq!(c.mode, Mode::Onetime);
-    }
-
-    #[test]
-    fn bad_values_are_configuration_errors() {
-        assert!(merge(&cli(&["--backend", "consul"]), RawConfig::default()).is_err());
-        assert!(merge(&cli(&["--backend", "file"]), RawConfig::default()).is_err());
-        assert!(merge(&cli(&["--log-level", "loud"]), RawConfig::default()).is_err());
-    }
-}
+mod tests;
 
 /// Properties over any input: no config file text panics the parser.
 #[cfg(test)]
