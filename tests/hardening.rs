@@ -302,3 +302,146 @@ fn a_dest_in_a_directory_that_takes_no_files_names_the_real_error() {
         .assert_stderr_contains("cannot create a file in /proc");
     assert!(!run.stderr.contains("does not exist"), "{}", run.stderr);
 }
+
+/// Makes `path` (a symlink) owned by `uid`, without following it.
+fn chown_link(path: &std::path::Path, uid: u32) {
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        Some(nix::unistd::Uid::from_raw(uid)),
+        Some(nix::unistd::Gid::from_raw(uid)),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+}
+
+/// Regression: in a directory anyone can write (mode 1777), a user planted
+/// `app.conf` → a root-only secret; conflux (as root) followed it, wrote the render
+/// into the secret and made it 0644, and `--noop` printed the secret in its diff.
+#[test]
+fn a_planted_symlink_in_a_world_writable_directory_is_not_followed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Confdir::new();
+    let secret = dir.write("root-only/secret", "the secret\n");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let shared = dir.path("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let link = shared.join("app.conf");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    chown_link(&link, 65534);
+    dir.template("app.tmpl", "rendered\n");
+    dir.resource(
+        "app.toml",
+        "[template]\nsrc = \"app.tmpl\"\ndest = \"shared/app.conf\"\n",
+    );
+
+    let noop = dir.run(&["--onetime", "--noop", "--backend", "env"]);
+    noop.assert_code(1)
+        .assert_stderr_contains("shared/app.conf")
+        .assert_stderr_contains("uid 65534");
+    assert!(!noop.stdout.contains("the secret") && !noop.stderr.contains("the secret"));
+    dir.run(&["--onetime", "--backend", "env"])
+        .assert_code(1)
+        .assert_stderr_contains("not followed");
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "the secret\n");
+    let mode = std::fs::metadata(&secret).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+}
+
+/// Regression: a FIFO as dest made `--onetime` hang in `open` (SIGTERM could not end
+/// it), and a character device was replaced by a regular file (with `dest =
+/// "/dev/null"`, the system's /dev/null). Neither is opened nor replaced now.
+#[test]
+fn a_dest_that_is_a_fifo_or_a_device_is_refused_before_anything_is_opened() {
+    use nix::sys::stat::{Mode, SFlag, makedev, mknod};
+    let dir = Confdir::new();
+    dir.template("app.tmpl", "x\n");
+    let fifo = dir.path("out/fifo.conf");
+    nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o644)).unwrap();
+    let null = dir.path("out/null.conf");
+    mknod(
+        &null,
+        SFlag::S_IFCHR,
+        Mode::from_bits_truncate(0o666),
+        makedev(1, 3),
+    )
+    .unwrap();
+    for name in ["fifo", "null"] {
+        dir.resource(
+            &format!("{name}.toml"),
+            &format!("[template]\nsrc = \"app.tmpl\"\ndest = \"out/{name}.conf\"\n"),
+        );
+    }
+    let run = dir.run(&["--onetime", "--backend", "env"]);
+    run.assert_code(1)
+        .assert_stderr_contains("is a FIFO, not a regular file")
+        .assert_stderr_contains("is a character device, not a regular file");
+    use std::os::unix::fs::FileTypeExt;
+    assert!(
+        std::fs::symlink_metadata(&fifo)
+            .unwrap()
+            .file_type()
+            .is_fifo()
+    );
+    assert!(
+        std::fs::symlink_metadata(&null)
+            .unwrap()
+            .file_type()
+            .is_char_device()
+    );
+}
+
+/// Regression: stage files left by a kill -9 during a slow check were never removed
+/// (60 kills left 7 files, 12.7 MB with a large dest). The next start removes them.
+#[tokio::test]
+async fn a_stage_file_left_by_a_kill_during_a_slow_check_is_removed_at_the_next_start() {
+    let dir = Confdir::new();
+    dir.template("app.tmpl", "x\n");
+    dir.resource(
+        "app.toml",
+        "[template]\nsrc = \"app.tmpl\"\ndest = \"out/app.conf\"\n\
+         check_cmd = \"echo $$ > $(dirname {{.dest}})/check.pid && exec sleep 30\"\n",
+    );
+    let mut slow = Daemon::start(&dir, &["--onetime", "--backend", "env"]);
+    let stage_files = || -> Vec<String> {
+        std::fs::read_dir(dir.path("out"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".app.conf."))
+            .collect()
+    };
+    slow.wait_for("the stage file and the check", PATIENCE, || {
+        !stage_files().is_empty()
+            && dir
+                .try_read("out/check.pid")
+                .is_some_and(|p| p.ends_with('\n'))
+    })
+    .await;
+    // kill -9 conflux and the check it started (its own process group).
+    let pid = slow.pid();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    assert_eq!(slow.exit_code(PATIENCE).await, -1);
+    let check: i32 = dir.read("out/check.pid").trim().parse().unwrap();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(check),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    assert_eq!(stage_files().len(), 1, "the kill left its stage file");
+
+    dir.resource(
+        "app.toml",
+        "[template]\nsrc = \"app.tmpl\"\ndest = \"out/app.conf\"\n",
+    );
+    dir.run(&["--onetime", "--backend", "env"])
+        .assert_code(0)
+        .assert_stderr_contains("removed stage files left by an interrupted apply");
+    assert!(stage_files().is_empty(), "{:?}", stage_files());
+    assert_eq!(dir.read("out/app.conf"), "x\n");
+}

@@ -2,7 +2,6 @@
 //! differences between them, and the diff noop prints. Reading only; writing is
 //! [`super::files`]'s.
 
-use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -131,15 +130,19 @@ pub(super) fn compare(
 }
 
 /// dest's content, permission bits and owner; `None` when it does not exist (a
-/// dangling symlink included).
+/// dangling symlink included). Only links nobody else could have planted are
+/// followed, and only a regular file is read (see [`super::files`]): a refused link's
+/// target is never read, so never printed in a noop diff.
 pub(super) fn read_current(dest: &Path) -> io::Result<Option<Current>> {
-    let meta = match fs::metadata(dest) {
-        Ok(meta) => meta,
-        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err),
+    let target = super::files::resolve_links(dest)?;
+    let Some(mut file) = super::files::open_regular(&target)? else {
+        return Ok(None);
     };
+    let meta = file.metadata()?;
+    let mut content = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    std::io::Read::read_to_end(&mut file, &mut content)?;
     Ok(Some(Current {
-        content: fs::read(dest)?,
+        content,
         mode: meta.mode() & 0o7777,
         uid: meta.uid(),
         gid: meta.gid(),

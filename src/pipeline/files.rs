@@ -7,6 +7,7 @@ use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg};
 use tracing::{info, warn};
 
 use super::compare::Wanted;
@@ -15,13 +16,37 @@ use crate::outcome::StageError;
 /// How many symlinks `resolve_links` follows before giving up, as Linux does.
 const MAX_LINKS: usize = 40;
 
+/// A symlink conflux will not follow: it could send a write (run as root) into any
+/// file, or print a secret's content in a noop diff.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is a symlink owned by uid {owner}, {why}: not followed", .link.display())]
+pub struct UnsafeLink {
+    pub link: PathBuf,
+    pub owner: u32,
+    pub why: &'static str,
+}
+
+/// A dest that is there but is not a regular file: conflux replaces only files.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is {kind}, not a regular file: conflux only replaces regular files", .path.display())]
+pub struct NotRegular {
+    pub path: PathBuf,
+    pub kind: &'static str,
+}
+
 /// The file a (possibly symlinked) dest really is: links are followed one by one, so
-/// that a dangling link still names the file to create.
+/// that a dangling link still names the file to create. A link is followed only when
+/// nobody else could have planted it: owned by root or by conflux's own user, and in a
+/// directory other users cannot write, unless that directory is sticky and the link
+/// belongs to its owner or to us (the kernel's `fs.protected_symlinks` rule, which a
+/// resolution done here would otherwise bypass).
 pub(super) fn resolve_links(dest: &Path) -> io::Result<PathBuf> {
+    let me = nix::unistd::geteuid().as_raw();
     let mut path = dest.to_path_buf();
     for _ in 0..MAX_LINKS {
         match fs::symlink_metadata(&path) {
             Ok(meta) if meta.file_type().is_symlink() => {
+                check_link(&path, &meta, me)?;
                 let target = fs::read_link(&path)?;
                 // `join` with an absolute target yields the target itself.
                 path = match path.parent() {
@@ -37,7 +62,85 @@ pub(super) fn resolve_links(dest: &Path) -> io::Result<PathBuf> {
     Err(io::Error::from_raw_os_error(libc::ELOOP))
 }
 
+fn check_link(link: &Path, meta: &fs::Metadata, me: u32) -> io::Result<()> {
+    let owner = meta.uid();
+    let refuse = |why| {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            UnsafeLink {
+                link: link.to_path_buf(),
+                owner,
+                why,
+            },
+        )
+    };
+    if owner != 0 && owner != me {
+        return Err(refuse("neither root nor conflux's own user"));
+    }
+    let dir = link.parent().unwrap_or(Path::new("/"));
+    let dir_meta = fs::metadata(dir)?;
+    let others_write = dir_meta.mode() & 0o022 != 0;
+    let sticky = dir_meta.mode() & 0o1000 != 0;
+    match (others_write, sticky) {
+        (false, _) => Ok(()),
+        (true, true) if owner == dir_meta.uid() || owner == me => Ok(()),
+        (true, true) => Err(refuse("in a sticky directory it does not own")),
+        (true, false) => Err(refuse("in a directory other users can write")),
+    }
+}
+
+/// Opens the real dest (links already resolved) for reading, never following a link
+/// and never blocking (a FIFO would): `None` when it does not exist, an error naming
+/// it when it is not a regular file. Nothing that is not a regular file is opened.
+pub(super) fn open_regular(target: &Path) -> io::Result<Option<File>> {
+    match fs::symlink_metadata(target) {
+        Ok(meta) if !meta.is_file() => return Err(not_regular(target, &meta)),
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(err),
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(target)?;
+    // Swapped for something else between the look and the open: check what was opened.
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(not_regular(target, &meta));
+    }
+    Ok(Some(file))
+}
+
+fn not_regular(path: &Path, meta: &fs::Metadata) -> io::Error {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else {
+        "not a file"
+    };
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        NotRegular {
+            path: path.to_path_buf(),
+            kind,
+        },
+    )
+}
+
 /// A stage file, removed when dropped unless it was renamed into place or is kept.
+/// It holds an exclusive `flock` on the file for its whole life: a process starting
+/// meanwhile (a one-shot run beside the daemon) knows it is in use and leaves it.
 #[derive(Debug)]
 pub(super) struct StageFile {
     pub(super) path: PathBuf,
@@ -45,6 +148,7 @@ pub(super) struct StageFile {
     pub(super) target: PathBuf,
     pub(super) keep: bool,
     pub(super) renamed: bool,
+    pub(super) file: Flock<File>,
 }
 
 impl Drop for StageFile {
@@ -60,9 +164,10 @@ impl Drop for StageFile {
     }
 }
 
-/// A new file with a random name next to `target`, mode 0600, opened O_EXCL so that
-/// nothing else's file is ever reused.
-pub(super) fn create_exclusive(target: &Path) -> Result<(File, PathBuf), StageError> {
+/// A new file with a random name next to `target` (`.<name>.<16 hex digits>`), mode
+/// 0600, opened O_EXCL so that nothing else's file is ever reused, and locked (see
+/// [`StageFile`]).
+pub(super) fn create_exclusive(target: &Path) -> Result<(Flock<File>, PathBuf), StageError> {
     let (Some(dir), Some(name)) = (target.parent(), target.file_name()) else {
         return Err(StageError::Io {
             what: "not a file path:",
@@ -82,7 +187,18 @@ pub(super) fn create_exclusive(target: &Path) -> Result<(File, PathBuf), StageEr
             .mode(0o600)
             .open(&path);
         match opened {
-            Ok(file) => return Ok((file, path)),
+            Ok(file) => {
+                // A new file nobody else has opened: the lock cannot be taken already.
+                let locked =
+                    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+                        StageError::Io {
+                            what: "cannot lock",
+                            path: path.clone(),
+                            source: io::Error::from(errno),
+                        }
+                    })?;
+                return Ok((locked, path));
+            }
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => last = err,
             // ENOENT also comes from directories that exist but take no new files
             // (`/proc`, `/sys`): only a directory that is really missing is named so.
@@ -105,6 +221,73 @@ pub(super) fn create_exclusive(target: &Path) -> Result<(File, PathBuf), StageEr
         path: dir.to_path_buf(),
         source: last,
     })
+}
+
+/// Whether `file` is one of conflux's stage files: `.<name>.<16 hex digits>` (any
+/// name when `name` is `None`).
+fn is_stage_name(file: &str, name: Option<&str>) -> bool {
+    let Some(rest) = file.strip_prefix('.') else {
+        return false;
+    };
+    let Some((middle, suffix)) = rest.rsplit_once('.') else {
+        return false;
+    };
+    suffix.len() == 16
+        && suffix.bytes().all(|b| b.is_ascii_hexdigit())
+        && !middle.is_empty()
+        && name.is_none_or(|n| n == middle)
+}
+
+/// Removes the stage files a stopped process left in `dir` (for the file `name`, or
+/// any when `None`): those nobody holds locked. Returns how many.
+pub(super) fn remove_stale_stages(dir: &Path, name: Option<&str>) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.filter_map(Result::ok) {
+        let file_name = entry.file_name();
+        if !is_stage_name(&file_name.to_string_lossy(), name) {
+            continue;
+        }
+        let path = entry.path();
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path);
+        let Ok(file) = opened else { continue };
+        // Locked: a live process is staging it. Ours now: nobody is.
+        if let Ok(_held) = Flock::lock(file, FlockArg::LockExclusiveNonblock)
+            && fs::remove_file(&path).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Removes the stale stage files beside each file of `resource`, saying so.
+pub(super) fn remove_stale_stages_of(resource: &crate::resource::Resource) {
+    use crate::resource::OutputDest;
+    for output in &resource.outputs {
+        let removed = match &output.dest {
+            OutputDest::File(dest) => {
+                let Ok(target) = resolve_links(dest) else {
+                    continue;
+                };
+                match (target.parent(), target.file_name()) {
+                    (Some(dir), Some(name)) => {
+                        remove_stale_stages(dir, Some(&name.to_string_lossy()))
+                    }
+                    _ => 0,
+                }
+            }
+            OutputDest::FanOut { dir, .. } => remove_stale_stages(dir, None),
+        };
+        if removed > 0 {
+            info!(resource = %resource.name, dir = %output.dest.path().display(), removed, "removed stage files left by an interrupted apply");
+        }
+    }
 }
 
 /// fchown, then fchmod: chown clears set-id bits, so the mode must come second.
@@ -139,7 +322,10 @@ pub(super) fn sync_parent(path: &Path) {
 /// after, rather than truncated first: a reader may see a mix for a moment, but never
 /// an empty file (an empty config that a service would happily load).
 pub(super) fn copy_in_place(dest: &Path, wanted: &Wanted, content: &[u8]) -> io::Result<()> {
-    let file = OpenOptions::new().write(true).open(dest)?;
+    let file = OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dest)?;
     set_owner_and_mode(&file, wanted)?;
     (&file).write_all(content)?;
     file.set_len(content.len() as u64)?;
@@ -149,6 +335,26 @@ pub(super) fn copy_in_place(dest: &Path, wanted: &Wanted, content: &[u8]) -> io:
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_stage_files_go_and_live_ones_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let target = d.join("app.conf");
+        let (live, live_path) = create_exclusive(&target).unwrap();
+        fs::write(d.join(".app.conf.0123456789abcdef"), "left by a kill -9").unwrap();
+        fs::write(d.join(".app.conf.notours"), "someone's").unwrap();
+        fs::write(d.join(".other.conf.0123456789abcdef"), "another file's").unwrap();
+
+        assert_eq!(remove_stale_stages(d, Some("app.conf")), 1);
+
+        assert!(live_path.exists(), "a stage file in use stays");
+        assert!(!d.join(".app.conf.0123456789abcdef").exists());
+        assert!(d.join(".app.conf.notours").exists());
+        assert!(d.join(".other.conf.0123456789abcdef").exists());
+        drop(live);
+        assert_eq!(remove_stale_stages(d, None), 2);
+    }
 
     #[test]
     fn copy_in_place_overwrites_and_cuts_to_length() {

@@ -144,8 +144,16 @@ impl Pipeline {
     /// Before anything else at start: the swaps that a stopped process left half done
     /// are completed or undone (see the `unit` module). A noop run writes nothing.
     pub fn recover(&self, resources: &[Resource]) {
-        if !self.options.noop {
-            unit::recover(&self.state, resources);
+        if self.options.noop {
+            return;
+        }
+        unit::recover(&self.state, resources);
+        // Then the stage files a killed process left beside dests (none is in use:
+        // each live one is locked), unless the operator keeps them to look at.
+        if !self.options.keep_stage_file {
+            for resource in resources {
+                files::remove_stale_stages_of(resource);
+            }
         }
     }
 

@@ -73,11 +73,12 @@ pub(super) fn stage(
         target,
         keep,
         renamed: false,
+        file,
     };
-    set_owner_and_mode(&file, wanted)
+    set_owner_and_mode(&staged.file, wanted)
         .map_err(io("cannot set owner and mode of", &staged.path))
         .map_err(fail)?;
-    write_synced(&file, content)
+    write_synced(&staged.file, content)
         .map_err(io("cannot write", &staged.path))
         .map_err(fail)?;
     Ok(staged)
