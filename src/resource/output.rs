@@ -210,3 +210,24 @@ mod tests {
         }
     }
 }
+
+/// Properties over any input: a name `check_name` accepts always lands in the output's
+/// directory as a visible file, and no name panics it.
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn an_accepted_name_stays_in_its_directory_and_visible(name in "\\PC{0,12}|[./a-z]{0,6}") {
+            if check_name(&name).is_ok() {
+                let dir = Path::new("/etc/nginx/routes");
+                let path = dir.join(&name);
+                prop_assert_eq!(path.parent(), Some(dir));
+                prop_assert_eq!(path.file_name().map(|n| n.to_string_lossy().into_owned()), Some(name.clone()));
+                prop_assert!(!name.starts_with('.'));
+            }
+        }
+    }
+}
