@@ -64,12 +64,21 @@ Register this instance in etcd while it is healthy (see `conflux register --help
   conflux register --key /gateway/services/api/i1 --value '{\"addr\": \"127.0.0.1:9001\"}' \\
       --check-cmd 'curl -fsS -m 1 http://127.0.0.1:9001/health'";
 
+/// `conflux --version`: the version and the commit it was built from (`build.rs`:
+/// `unknown` when built outside a git checkout), as confd's `-version` names its Git SHA.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("CONFLUX_BUILD_COMMIT"),
+    ")"
+);
+
 /// Flags as given; `None` means "not given here", so that the config file and the
 /// environment can fill it in (see [`crate::config`]).
 #[derive(Debug, Clone, Default, Parser)]
 #[command(
     name = "conflux",
-    version,
+    version = VERSION,
     about = "Render config files from etcd, files or environment variables; check, swap in and reload.",
     after_help = AFTER_HELP
 )]
