@@ -16,6 +16,7 @@
 //! Flags are only parsed here; [`crate::config`] merges them with the config file and
 //! the environment and validates the result.
 
+pub mod docs;
 mod normalize;
 mod register;
 
