@@ -28,6 +28,20 @@ pub(super) struct RawConfdKeys {
     path: Option<String>,
 }
 
+/// The keys of confd's backends that conflux lacks: accepted, named in one warning
+/// ([`ignored`]), and otherwise ignored.
+pub(super) const FOREIGN_KEYS: &[&str] = &[
+    "auth_token",
+    "auth_type",
+    "app_id",
+    "user_id",
+    "role_id",
+    "secret_id",
+    "table",
+    "separator",
+    "path",
+];
+
 /// Where to find the etcd endpoints in DNS, as confd does: the SRV record's
 /// targets, each as `<scheme>://<target>:<port>`.
 #[derive(Debug, Clone, PartialEq, Eq)]

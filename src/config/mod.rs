@@ -213,7 +213,7 @@ fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     let keys = toml::de::DeTable::parse(text)
         .map_err(|e| fail(toml_error_redacted(&e, text, SECRET_KEYS)))?;
     for key in keys.get_ref().keys() {
-        if !KNOWN_KEYS.contains(&key.get_ref().as_ref()) {
+        if !is_known_key(key.get_ref().as_ref()) {
             let line = text[..key.span().start].matches('\n').count() + 1;
             return Err(fail(format!(
                 "line {line}: unknown key `{}`",
@@ -224,8 +224,9 @@ fn parse_config(path: &Path, text: &str) -> Result<RawConfig, ConfigError> {
     toml::from_str(text).map_err(|e| fail(toml_error_redacted(&e, text, SECRET_KEYS)))
 }
 
-/// Every key of [`RawConfig`] (aliases included) and of confd's config file.
-const KNOWN_KEYS: &[&str] = &[
+/// conflux's keys, as `packaging/conflux.toml` documents them (a test holds it to
+/// that): [`RawConfig`]'s and the confd keys conflux honours.
+const KEYS: &[&str] = &[
     "backend",
     "nodes",
     "confdir",
@@ -235,12 +236,8 @@ const KNOWN_KEYS: &[&str] = &[
     "onetime",
     "noop",
     "sync-only",
-    "sync_only",
     "keep-stage-file",
-    "keep_stage_file",
-    "keepstagefile",
     "log-level",
-    "log_level",
     "file",
     "filter",
     "username",
@@ -253,23 +250,26 @@ const KNOWN_KEYS: &[&str] = &[
     "state_dir",
     "metrics_addr",
     "log-format",
-    "log_format",
     "watch_confdir",
     "template_engine",
     "scheme",
     "srv_domain",
     "srv_record",
     "client_insecure",
-    "auth_token",
-    "auth_type",
-    "app_id",
-    "user_id",
-    "role_id",
-    "secret_id",
-    "table",
-    "separator",
-    "path",
 ];
+
+/// Other spellings of [`KEYS`] that [`RawConfig`] accepts.
+const ALIASES: &[&str] = &[
+    "sync_only",
+    "keep_stage_file",
+    "keepstagefile",
+    "log_level",
+    "log_format",
+];
+
+fn is_known_key(key: &str) -> bool {
+    KEYS.contains(&key) || ALIASES.contains(&key) || confd::FOREIGN_KEYS.contains(&key)
+}
 
 fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
     let default_confdir = if cli.as_confd {

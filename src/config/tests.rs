@@ -138,3 +138,62 @@ fn confds_example_and_every_confd_key_are_accepted() {
         ]
     );
 }
+
+/// The `conflux.toml` the package installs in /etc/conflux.
+const PACKAGED: &str = include_str!("../../packaging/conflux.toml");
+
+/// The packaged file's lines "# key = value" (a key at its default), uncommented.
+fn packaged_defaults() -> String {
+    PACKAGED
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| l.split_once(" = ").is_some_and(|(k, _)| !k.contains(' ')))
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn the_packaged_conflux_toml_sets_nothing() {
+    let packaged = merge(&Cli::default(), raw(PACKAGED)).expect("valid");
+    assert_eq!(
+        packaged,
+        merge(&Cli::default(), RawConfig::default()).expect("valid")
+    );
+}
+
+/// Each "# key = value" of the packaged file is the key's real default: uncommenting
+/// them all changes nothing.
+#[test]
+fn the_packaged_conflux_toml_shows_the_real_defaults() {
+    let uncommented = packaged_defaults();
+    assert!(uncommented.lines().count() >= 15, "{uncommented}");
+    let c = merge(&Cli::default(), raw(&uncommented)).expect("valid");
+    assert_eq!(
+        c,
+        merge(&Cli::default(), RawConfig::default()).expect("valid")
+    );
+}
+
+/// Its examples ("#   key = value") are keys conflux knows, with values of the right type.
+#[test]
+fn the_packaged_conflux_toml_examples_parse() {
+    let examples: String = PACKAGED
+        .lines()
+        .filter_map(|l| l.strip_prefix("#   "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(examples.lines().count() >= 8, "{examples}");
+    raw(&examples);
+}
+
+/// A key conflux gains must be documented in the packaged file too.
+#[test]
+fn the_packaged_conflux_toml_documents_every_key() {
+    for key in KEYS {
+        let documented = PACKAGED.lines().any(|l| {
+            let l = l.trim_start_matches('#').trim_start();
+            l.starts_with(&format!("{key} = "))
+        });
+        assert!(documented, "{key} is not in packaging/conflux.toml");
+    }
+}
