@@ -7,6 +7,7 @@
 //! in the gateway's data model (/gateway/listen, /gateway/services, /gateway/routes).
 //! In [`watch`]: `--watch` following a real etcd while nginx serves. In [`register`]:
 //! the same, with the instances' keys held by `conflux register` and its health checks.
+//! In [`container`]: the container entrypoint rendering it once, then exec'ing nginx.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +17,7 @@ use serde_json::{Map, Value, json};
 use crate::harness::{Confdir, Run};
 use crate::nginx::{Nginx, Upstream, free_addr, get, require_nginx, wait_for};
 
+mod container;
 mod live;
 mod load;
 mod register;

@@ -14,13 +14,16 @@
 //! - `register`: `conflux register` against a real etcd: leases, health checks,
 //!   signals, etcd restarts, keys deleted or held by others.
 //! - `gateway`: the repository's own confdir (the nginx gateway) against a real nginx;
-//!   with `conflux register` holding the instances' keys in `gateway::register`.
+//!   with `conflux register` holding the instances' keys in `gateway::register`, and
+//!   the container entrypoint in front of nginx in `gateway::container`.
 //! - `operations`: metrics, health, readiness and status over HTTP, hot reload of the
 //!   confdir, JSON logs, systemd notifications, `--detailed-exitcode`.
 //! - `units`: resources as units (several files, fan-out, in-place check, rollback,
 //!   `min_keys`, kill -9 during applies) with a real etcd and a real nginx.
 //! - `confd_dropin`: conflux in place of confd: Go templates against goldens written
 //!   by real confd, confd's config file and flags, the binary started as `confd`.
+//! - `packaging`: `--version`, and the container entrypoint run directly with the file
+//!   backend (the Debian package itself is checked by scripts/test-package).
 
 // Test code: a failed unwrap is a failed test (the lint is for the product).
 #![allow(clippy::unwrap_used)]
@@ -34,6 +37,7 @@ mod harness;
 mod nginx;
 mod onetime;
 mod operations;
+mod packaging;
 mod register;
 mod state;
 mod support;
