@@ -60,9 +60,11 @@ fn version_names_the_commit_it_was_built_from() {
     }
 }
 
-/// packaging/entrypoint.sh with `args`, in its own process group (killed on drop with
-/// whatever it left running), conflux on its PATH and configured as a container would
-/// be: CONFLUX_* variables for the file backend on `<dir>/data.yaml`.
+/// A container's process run without one: `argv` (its ENTRYPOINT and CMD) in its own
+/// process group (killed on drop with whatever it left running), with the real
+/// binary as `conflux` and packaging/entrypoint.sh as `conflux-entrypoint` first on
+/// its PATH, as in the image, and conflux configured through CONFLUX_* variables for
+/// the file backend on `data`.
 pub struct Container {
     child: Child,
     stdout: PathBuf,
@@ -70,22 +72,44 @@ pub struct Container {
 }
 
 impl Container {
+    /// `conflux-entrypoint <args>`.
     pub fn start<S: AsRef<std::ffi::OsStr>>(
         dir: &Confdir,
         data: &Path,
         args: &[S],
         env: &[(&str, &str)],
     ) -> Container {
-        let bin = Path::new(env!("CARGO_BIN_EXE_conflux"))
+        let mut argv = vec![std::ffi::OsString::from("conflux-entrypoint")];
+        argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        Container::run(dir, data, &argv, env)
+    }
+
+    /// `argv` as it is.
+    pub fn run<S: AsRef<std::ffi::OsStr>>(
+        dir: &Confdir,
+        data: &Path,
+        argv: &[S],
+        env: &[(&str, &str)],
+    ) -> Container {
+        let bin = dir.path("bin");
+        std::fs::create_dir_all(&bin).expect("mkdir bin");
+        let entrypoint = bin.join("conflux-entrypoint");
+        if !entrypoint.exists() {
+            std::os::unix::fs::symlink(repo().join("packaging/entrypoint.sh"), &entrypoint)
+                .expect("link conflux-entrypoint");
+        }
+        let conflux_dir = Path::new(env!("CARGO_BIN_EXE_conflux"))
             .parent()
             .expect("the binary's directory");
         let path = format!(
-            "{}:{}",
+            "{}:{}:{}",
             bin.display(),
+            conflux_dir.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         let (stdout, stderr) = (dir.path("container.stdout"), dir.path("container.stderr"));
-        let mut cmd = Command::new(repo().join("packaging/entrypoint.sh"));
+        let (program, args) = argv.split_first().expect("a program to run");
+        let mut cmd = Command::new(program);
         for (k, _) in std::env::vars() {
             if k.starts_with("CONFLUX_") {
                 cmd.env_remove(k);
@@ -105,7 +129,7 @@ impl Container {
             .stderr(std::fs::File::create(&stderr).expect("create stderr file"))
             .process_group(0)
             .spawn()
-            .expect("run packaging/entrypoint.sh");
+            .expect("run the container's command");
         Container {
             child,
             stdout,
