@@ -15,6 +15,8 @@
 //!
 //! Flags are only parsed here; [`crate::config`] merges them with the config file and
 //! the environment and validates the result.
+//! The man pages and shell completions are generated from this same definition
+//! ([`docs`]), so they say what `--help` says.
 
 pub mod docs;
 mod normalize;
