@@ -16,6 +16,7 @@
 //! Flags are only parsed here; [`crate::config`] merges them with the config file and
 //! the environment and validates the result.
 
+mod lint;
 mod normalize;
 mod register;
 
@@ -24,6 +25,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+pub use lint::LintArgs;
 pub use normalize::normalize_args;
 pub use register::RegisterArgs;
 
@@ -241,6 +243,9 @@ pub enum Subcommand {
     /// Hold a key in etcd under a lease while this instance is healthy (the writing half
     /// of service discovery); revoke it on SIGTERM
     Register(RegisterArgs),
+    /// Check a confdir (conflux.toml, resources, templates; with data, every render and
+    /// the keys it reads) and report one finding per line; writes nothing
+    Lint(LintArgs),
 }
 
 /// Parses the process's arguments (after the single-dash rewrite). Started as
@@ -375,7 +380,7 @@ mod tests {
         let mut cli = cli;
         match cli.command.take() {
             Some(Subcommand::Register(args)) => (cli, args),
-            None => panic!("no subcommand"),
+            other => panic!("not register: {other:?}"),
         }
     }
 
@@ -423,6 +428,20 @@ mod tests {
             err.to_string().contains("--watch is a flag of the daemon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lint_takes_its_flags_and_the_global_ones() {
+        let mut cli = parse(&[
+            "-confdir", "/c", "lint", "--file", "d.yaml", "-check", "--format", "json",
+        ]);
+        let Some(Subcommand::Lint(args)) = cli.command.take() else {
+            panic!("lint");
+        };
+        assert_eq!(cli.confdir.as_deref(), Some(std::path::Path::new("/c")));
+        assert_eq!(args.files, vec![std::path::PathBuf::from("d.yaml")]);
+        assert!(args.check && !args.strict);
+        assert_eq!(args.format, "json");
     }
 
     #[test]
