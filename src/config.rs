@@ -106,8 +106,9 @@ pub struct Config {
     pub sync_only: bool,
     pub keep_stage_file: bool,
     pub log_level: tracing::Level,
-    /// The coalescing window of resources that set none.
-    pub wait: Wait,
+    /// The coalescing window of resources that set none; `None`: a window only for
+    /// resources with a reload ([`Wait::default_for`]).
+    pub wait: Option<Wait>,
     /// conflux's own state (see [`crate::state`]); absolute.
     pub state_dir: PathBuf,
 }
@@ -241,12 +242,13 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
                 .unwrap_or_else(|| PathBuf::from(crate::state::DEFAULT_DIR)),
             "state_dir",
         )?,
-        wait: match cli.wait.clone().or(file.wait) {
-            Some(w) => w
-                .parse()
-                .map_err(|e: WaitError| ConfigError::Invalid(e.to_string()))?,
-            None => Wait::default(),
-        },
+        wait: cli
+            .wait
+            .clone()
+            .or(file.wait)
+            .map(|w| w.parse())
+            .transpose()
+            .map_err(|e: WaitError| ConfigError::Invalid(e.to_string()))?,
     })
 }
 

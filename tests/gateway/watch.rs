@@ -48,7 +48,10 @@ fn settle(addr: &str, path: &str) {
             Ok((200, _)) => in_a_row += 1,
             _ => in_a_row = 0,
         }
-        assert!(Instant::now() < end, "{path} never answered 200 50 times in a row");
+        assert!(
+            Instant::now() < end,
+            "{path} never answered 200 50 times in a row"
+        );
     }
 }
 
