@@ -108,7 +108,7 @@ impl Pipeline {
 
     /// One pass of `work` for `resource` against `snapshot`. A panic in any step (a
     /// bug) is caught here and becomes a failed outcome naming the step.
-    pub fn run(&self, resource: &Resource, snapshot: &Snapshot, work: Work) -> Outcome {
+    pub fn run(&self, resource: &Resource, snapshot: &Arc<Snapshot>, work: Work) -> Outcome {
         let revision = match work {
             Work::Apply => snapshot.revision,
             Work::Reload => 0,
@@ -178,7 +178,7 @@ impl Pipeline {
     }
 
     /// The template's output for this snapshot, cut to the resource's keys.
-    fn render(&self, resource: &Resource, snapshot: &Snapshot) -> Result<String, ApplyError> {
+    fn render(&self, resource: &Resource, snapshot: &Arc<Snapshot>) -> Result<String, ApplyError> {
         let store = Store::cut(snapshot, &resource.prefix, &resource.selectors);
         self.templates
             .render(&resource.src, &store)

@@ -87,7 +87,8 @@ pub(crate) fn register(tera: &mut Tera) {
 
 /// A `{key, value}` map, the shape of confd's `KVPair` (`.Key`/`.Value` there).
 pub(crate) fn kv(key: &str, value: &str) -> Value {
-    let mut map = tera::Map::new();
+    // Sized for its two entries: growing from empty allocated twice per pair.
+    let mut map = tera::Map::with_capacity(2);
     map.insert("key".into(), Value::from(key));
     map.insert("value".into(), Value::from(value));
     Value::from(map)
