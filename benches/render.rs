@@ -87,7 +87,9 @@ fn pass(templates: &Templates, name: &str, mut mirror: Mirror) {
     let mut times: BTreeMap<&str, Vec<Duration>> = BTreeMap::new();
     let mut out_len = 0;
     for run in 0..=RUNS {
-        let profiler = (run == RUNS).then(|| dhat::Profiler::builder().testing().build());
+        // `RENDER_NO_DHAT`: time only (for callgrind, which dhat's backtraces swamp).
+        let count_bytes = run == RUNS && std::env::var_os("RENDER_NO_DHAT").is_none();
+        let profiler = count_bytes.then(|| dhat::Profiler::builder().testing().build());
         let before = profiler.as_ref().map(|_| dhat::HeapStats::get());
         let t = Instant::now();
         mirror.apply(put(run));

@@ -13,7 +13,14 @@ use tokio_util::sync::CancellationToken;
 const EXIT_FAILED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    // Written when main returns, so after the shutdown a signal asked for.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = match conflux::cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -78,18 +78,50 @@ impl Pattern {
     /// class that matches `/` (`[^a]`) is the exception, where this takes the first
     /// place the piece after a star fits, as Go's `path.Match` does.
     pub fn matches(&self, name: &str) -> bool {
-        if name.is_ascii() {
-            let bytes = name.as_bytes();
-            self.matches_at(bytes.len(), |i| char::from(bytes[i]))
-        } else {
-            let chars: Vec<char> = name.chars().collect();
-            self.matches_at(chars.len(), |i| chars[i])
+        self.matches_from(0, name)
+    }
+
+    /// [`Pattern::matches`] for a key of a range read from the [`literal_prefix`]
+    /// (`Pattern::literal_prefix`): past a cheap check that it is there, only the rest
+    /// is compared token by token.
+    pub fn matches_after_literal_prefix(&self, name: &str) -> bool {
+        let (tokens, bytes) = self
+            .tokens
+            .iter()
+            .map_while(|t| match t {
+                Token::Literal(c) => Some(c.len_utf8()),
+                _ => None,
+            })
+            .fold((0, 0), |(n, len), l| (n + 1, len + l));
+        match (name.get(..bytes), name.get(bytes..)) {
+            (Some(head), Some(rest)) if head.chars().eq(self.literal_chars()) => {
+                self.matches_from(tokens, rest)
+            }
+            _ => false,
         }
     }
 
-    /// [`Pattern::matches`] over a name of `len` characters, the `i`th given by `at`.
-    fn matches_at(&self, len: usize, at: impl Fn(usize) -> char) -> bool {
-        let tokens = &self.tokens;
+    fn literal_chars(&self) -> impl Iterator<Item = char> + '_ {
+        self.tokens.iter().map_while(|t| match t {
+            Token::Literal(c) => Some(*c),
+            _ => None,
+        })
+    }
+
+    /// Whether `tokens[first..]` match the whole of `name`.
+    fn matches_from(&self, first: usize, name: &str) -> bool {
+        if name.is_ascii() {
+            let bytes = name.as_bytes();
+            self.matches_at(first, bytes.len(), |i| char::from(bytes[i]))
+        } else {
+            let chars: Vec<char> = name.chars().collect();
+            self.matches_at(first, chars.len(), |i| chars[i])
+        }
+    }
+
+    /// Whether `tokens[first..]` match a name of `len` characters, the `i`th given by `at`.
+    fn matches_at(&self, first: usize, len: usize, at: impl Fn(usize) -> char) -> bool {
+        let tokens = &self.tokens[first..];
         let (mut t, mut s) = (0, 0);
         // The token after the last star seen, and where that star's match ends.
         let mut star: Option<(usize, usize)> = None;
@@ -138,13 +170,7 @@ impl Pattern {
 
     /// The literal characters before the first wildcard: every match starts with them.
     pub fn literal_prefix(&self) -> String {
-        self.tokens
-            .iter()
-            .map_while(|t| match t {
-                Token::Literal(c) => Some(*c),
-                _ => None,
-            })
-            .collect()
+        self.literal_chars().collect()
     }
 }
 
@@ -219,6 +245,13 @@ mod tests {
             let p = Pattern::parse(pattern).unwrap();
             assert_eq!(p.matches(name), *want, "{pattern} vs {name}");
             assert_eq!(p.matches_by_table(name), *want, "{pattern} vs {name}");
+            if name.starts_with(&p.literal_prefix()) {
+                assert_eq!(
+                    p.matches_after_literal_prefix(name),
+                    *want,
+                    "{pattern} vs {name}"
+                );
+            }
         }
     }
 

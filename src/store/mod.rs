@@ -149,7 +149,7 @@ impl Store {
         // can match: `/upstream/*` never looks at keys outside `/upstream/`.
         Ok(self
             .starting_with(&pattern.literal_prefix())
-            .filter(|(k, _)| pattern.matches(k))
+            .filter(|(k, _)| pattern.matches_after_literal_prefix(k))
             .collect())
     }
 

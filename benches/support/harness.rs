@@ -1,0 +1,382 @@
+//! What the benchmarks that drive the real binary share: a temporary confdir, the
+//! daemon as a child process with its log, seeding etcd, etcd's request counters,
+//! /proc figures (memory, CPU), polling a file, percentiles and the machine line.
+
+// Each benchmark uses some of these.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use etcd_client::{Client, Txn, TxnOp};
+use tempfile::TempDir;
+
+use crate::etcd::EtcdServer;
+
+/// etcd's default `--max-txn-ops`: puts per seeding transaction.
+pub const SEED_BATCH: usize = 128;
+
+/// The longest any single wait of this program lasts before it gives up with a panic.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Which benchmarks to run: `cargo bench` passes `--bench`; any other argument picks
+/// benchmarks by name, none picks all.
+pub fn picked() -> impl Fn(&str) -> bool {
+    let picked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    move |name: &str| picked.is_empty() || picked.iter().any(|p| p == name)
+}
+
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A temporary confdir: conf.d/, templates/ and out/ where every dest goes.
+pub struct Confdir {
+    dir: TempDir,
+}
+
+impl Confdir {
+    pub fn new() -> Confdir {
+        Confdir::new_in(&std::env::temp_dir())
+    }
+
+    pub fn new_in(parent: &Path) -> Confdir {
+        let dir = tempfile::tempdir_in(parent).expect("tempdir");
+        for d in ["conf.d", "templates", "out"] {
+            std::fs::create_dir(dir.path().join(d)).expect("mkdir");
+        }
+        Confdir { dir }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn template(&self, name: &str, text: &str) {
+        std::fs::write(self.root().join("templates").join(name), text).expect("template");
+    }
+
+    /// `conf.d/<name>.toml` rendering `src` to `out/<name>.conf`; `extra` holds more
+    /// `[template]` lines.
+    pub fn resource(&self, name: &str, src: &str, prefix: &str, extra: &str) {
+        let dest = self.dest(name);
+        let text = format!(
+            "[template]\nsrc = \"{src}\"\ndest = \"{}\"\nprefix = \"{prefix}\"\nkeys = [\"/\"]\nmode = \"0644\"\n{extra}",
+            dest.to_str().expect("utf-8")
+        );
+        std::fs::write(self.root().join(format!("conf.d/{name}.toml")), text).expect("resource");
+    }
+
+    pub fn dest(&self, name: &str) -> PathBuf {
+        self.root().join(format!("out/{name}.conf"))
+    }
+
+    pub fn clear_out(&self) {
+        let out = self.root().join("out");
+        std::fs::remove_dir_all(&out).expect("clear out");
+        std::fs::create_dir(&out).expect("mkdir out");
+    }
+}
+
+/// The real binary in watch mode, its log (stderr, level info) in a file.
+pub struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(dir: &Confdir, server: &EtcdServer) -> Daemon {
+        Daemon::spawn(dir, &server.endpoint(), &[])
+    }
+
+    /// The daemon in watch mode against `endpoint`, with `extra` arguments.
+    pub fn spawn(dir: &Confdir, endpoint: &str, extra: &[&str]) -> Daemon {
+        let log = dir.root().join(format!("daemon-{}.log", unique()));
+        let stderr = File::create(&log).expect("log file");
+        let child = conflux(dir, endpoint)
+            .args(["--watch", "--log-level", "info"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("run conflux");
+        Daemon { child, log }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> Log {
+        Log(std::fs::read_to_string(&self.log).expect("daemon log"))
+    }
+
+    /// SIGTERM, wait for the exit, return the whole log.
+    pub fn stop(mut self) -> Log {
+        // SAFETY: kill(2) on our own child's pid, which it still is: not yet waited for.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let status = self.child.wait().expect("wait for conflux");
+        let log = self.log();
+        assert!(status.success(), "conflux exited with {status}:\n{}", log.0);
+        log
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The binary on `dir` and etcd at `endpoint`, its state in `dir`. `CONFLUX_BENCH_BIN`
+/// replaces the binary (one built with `--features dhat-heap`, to profile a scenario;
+/// its dhat-heap.json lands in `dir`).
+pub fn conflux(dir: &Confdir, endpoint: &str) -> Command {
+    let bin = std::env::var("CONFLUX_BENCH_BIN")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_conflux").to_string());
+    let mut command = Command::new(bin);
+    command
+        .args(["--backend", "etcdv3", "--node", endpoint])
+        .args(["--confdir", dir.root().to_str().expect("utf-8")])
+        .env("CONFLUX_STATE_DIR", dir.root().join("state"))
+        .current_dir(dir.root());
+    command
+}
+
+/// A one-shot run to its end: wall time from spawn to exit, and the process's peak
+/// resident memory (`ru_maxrss` from wait4), in MiB.
+pub fn onetime(dir: &Confdir, endpoint: &str) -> (Duration, f64) {
+    let start = Instant::now();
+    // Reaped by wait4 below, which std's Child cannot do while reading rusage.
+    #[allow(clippy::zombie_processes)]
+    let child = conflux(dir, endpoint)
+        .args(["--onetime", "--log-level", "warn"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("run conflux");
+    let mut status = 0;
+    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: wait4 on our own child, which has not been waited for.
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    let wall = start.elapsed();
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "conflux --onetime failed"
+    );
+    (wall, usage.ru_maxrss as f64 / 1024.0)
+}
+
+/// The daemon's log text.
+pub struct Log(pub String);
+
+impl Log {
+    pub fn applied_lines(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .lines()
+            .filter(|l| l.split_whitespace().any(|w| w == "applied"))
+    }
+
+    /// Applies that ended (the scheduler's "applied" lines).
+    pub fn applied(&self) -> usize {
+        self.applied_lines().count()
+    }
+
+    /// Applies that changed dest.
+    pub fn applied_changed(&self) -> usize {
+        self.changed_before(usize::MAX)
+    }
+
+    /// Applies among the first `n` that changed dest.
+    pub fn changed_before(&self, n: usize) -> usize {
+        self.applied_lines()
+            .take(n)
+            .filter(|l| l.contains("changed=true"))
+            .count()
+    }
+}
+
+/// Puts every pair, `SEED_BATCH` to a transaction.
+pub async fn seed(client: &mut Client, kvs: impl Iterator<Item = (String, String)>) {
+    let all: Vec<(String, String)> = kvs.collect();
+    for batch in all.chunks(SEED_BATCH) {
+        let puts: Vec<TxnOp> = batch
+            .iter()
+            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
+            .collect();
+        client.txn(Txn::new().and_then(puts)).await.expect("seed");
+    }
+}
+
+/// etcd's own count of gRPC requests started, by method, from its /metrics page on the
+/// client port. Only the daemon talks to etcd while two of these are compared.
+pub fn grpc_started(server: &EtcdServer) -> BTreeMap<String, u64> {
+    let endpoint = server.endpoint();
+    let addr = endpoint.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).expect("connect to etcd's metrics");
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("request metrics");
+    let mut page = String::new();
+    stream.read_to_string(&mut page).expect("read metrics");
+    let mut counts = BTreeMap::new();
+    for line in page.lines() {
+        let Some(rest) = line.strip_prefix("grpc_server_started_total{") else {
+            continue;
+        };
+        let method = rest
+            .split("grpc_method=\"")
+            .nth(1)
+            .and_then(|m| m.split('"').next())
+            .expect("a grpc_method label");
+        let value: f64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("a counter value");
+        *counts.entry(method.to_string()).or_insert(0) += value as u64;
+    }
+    counts
+}
+
+pub fn difference(
+    before: &BTreeMap<String, u64>,
+    after: &BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    after
+        .iter()
+        .map(|(m, n)| (m.clone(), n - before.get(m).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+pub fn show(requests: &[(String, u64)]) -> String {
+    let total: u64 = requests.iter().map(|(_, n)| n).sum();
+    let each: Vec<String> = requests.iter().map(|(m, n)| format!("{m} {n}")).collect();
+    format!("{total} ({})", each.join(", "))
+}
+
+pub struct Memory {
+    pub rss_mb: f64,
+    pub hwm_mb: f64,
+}
+
+pub fn proc_status(pid: u32) -> Memory {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb = |field: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("a kB figure")
+    };
+    Memory {
+        rss_mb: kb("VmRSS:") / 1024.0,
+        hwm_mb: kb("VmHWM:") / 1024.0,
+    }
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    // The command name may hold spaces; the fields after it are space-separated:
+    // state is field 3, utime 14, stime 15.
+    let after_name = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    let field = |n: usize| fields[n - 3].parse::<u64>().expect("a tick count");
+    field(14) + field(15)
+}
+
+pub fn read(path: &Path) -> Option<String> {
+    std::fs::read_to_string(path).ok()
+}
+
+pub fn count_lines(path: &Path) -> usize {
+    read(path).map_or(0, |t| t.lines().count())
+}
+
+/// Polls `done` every millisecond.
+pub fn wait_for(done: impl FnMut() -> bool) {
+    poll(done, Duration::from_millis(1));
+}
+
+/// Polls `done` every 100 µs.
+pub fn wait_for_fast(done: impl FnMut() -> bool) {
+    poll(done, Duration::from_micros(100));
+}
+
+pub fn poll(mut done: impl FnMut() -> bool, every: Duration) {
+    let deadline = Instant::now() + PATIENCE;
+    while !done() {
+        assert!(Instant::now() < deadline, "gave up after {PATIENCE:?}");
+        std::thread::sleep(every);
+    }
+}
+
+pub fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos()
+}
+
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+pub fn percentiles(what: &str, times: &mut [Duration]) {
+    times.sort();
+    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
+    println!(
+        "   {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, min {:.2} ms",
+        ms(at(0.50)),
+        ms(at(0.99)),
+        ms(times[times.len() - 1]),
+        ms(times[0])
+    );
+}
+
+/// The machine, as docs/benchmarks.md records it.
+pub fn machine() {
+    let cpu = read(Path::new("/proc/cpuinfo"))
+        .and_then(|t| {
+            t.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = read(Path::new("/proc/sys/kernel/osrelease")).unwrap_or_default();
+    let etcd = Command::new("etcd")
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .unwrap_or_default();
+    let load = read(Path::new("/proc/loadavg")).unwrap_or_default();
+    println!(
+        "# machine: {cores} cores, {cpu}, kernel {}, {etcd}; load average at start: {}",
+        kernel.trim(),
+        load.trim()
+    );
+}
