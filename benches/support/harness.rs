@@ -223,17 +223,33 @@ pub async fn seed(client: &mut Client, kvs: impl Iterator<Item = (String, String
     }
 }
 
-/// etcd's own count of gRPC requests started, by method, from its /metrics page on the
-/// client port. Only the daemon talks to etcd while two of these are compared.
-pub fn grpc_started(server: &EtcdServer) -> BTreeMap<String, u64> {
-    let endpoint = server.endpoint();
+/// etcd's (or its proxy's) /metrics page at `endpoint` (`http://HOST:PORT`).
+pub fn metrics_page(endpoint: &str) -> String {
     let addr = endpoint.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).expect("connect to etcd's metrics");
+    let mut stream = TcpStream::connect(addr).expect("connect to the metrics endpoint");
     stream
         .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         .expect("request metrics");
     let mut page = String::new();
     stream.read_to_string(&mut page).expect("read metrics");
+    page
+}
+
+/// The sum of every sample of metric `name` (all label sets) on a metrics page.
+pub fn metric_sum(page: &str, name: &str) -> f64 {
+    page.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+/// etcd's own count of gRPC requests started, by method, from its /metrics page on the
+/// client port. Only the daemon talks to etcd while two of these are compared.
+pub fn grpc_started(server: &EtcdServer) -> BTreeMap<String, u64> {
+    let page = metrics_page(&server.endpoint());
     let mut counts = BTreeMap::new();
     for line in page.lines() {
         let Some(rest) = line.strip_prefix("grpc_server_started_total{") else {

@@ -16,6 +16,9 @@ pub struct PatternError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pattern {
     tokens: Vec<Token>,
+    /// The literal characters before the first wildcard, and how many tokens they are.
+    literal: String,
+    literal_tokens: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,7 +66,19 @@ impl Pattern {
             };
             tokens.push(token);
         }
-        Ok(Pattern { tokens })
+        let literal: String = tokens
+            .iter()
+            .map_while(|t| match t {
+                Token::Literal(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        let literal_tokens = literal.chars().count();
+        Ok(Pattern {
+            tokens,
+            literal,
+            literal_tokens,
+        })
     }
 
     /// Whether the whole of `name` matches.
@@ -85,27 +100,10 @@ impl Pattern {
     /// (`Pattern::literal_prefix`): past a cheap check that it is there, only the rest
     /// is compared token by token.
     pub fn matches_after_literal_prefix(&self, name: &str) -> bool {
-        let (tokens, bytes) = self
-            .tokens
-            .iter()
-            .map_while(|t| match t {
-                Token::Literal(c) => Some(c.len_utf8()),
-                _ => None,
-            })
-            .fold((0, 0), |(n, len), l| (n + 1, len + l));
-        match (name.get(..bytes), name.get(bytes..)) {
-            (Some(head), Some(rest)) if head.chars().eq(self.literal_chars()) => {
-                self.matches_from(tokens, rest)
-            }
-            _ => false,
+        match name.strip_prefix(self.literal.as_str()) {
+            Some(rest) => self.matches_from(self.literal_tokens, rest),
+            None => false,
         }
-    }
-
-    fn literal_chars(&self) -> impl Iterator<Item = char> + '_ {
-        self.tokens.iter().map_while(|t| match t {
-            Token::Literal(c) => Some(*c),
-            _ => None,
-        })
     }
 
     /// Whether `tokens[first..]` match the whole of `name`.
@@ -170,7 +168,7 @@ impl Pattern {
 
     /// The literal characters before the first wildcard: every match starts with them.
     pub fn literal_prefix(&self) -> String {
-        self.literal_chars().collect()
+        self.literal.clone()
     }
 }
 
