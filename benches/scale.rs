@@ -1,9 +1,10 @@
 //! A large key space through the real binary with default settings: 100,000 keys of
 //! about 126 bytes (key and value; 12.6 MB), one resource selecting all of them, a
-//! real etcd on loopback. For each of two templates over every key (one that lists
-//! every pair, one that counts them): start → first render, resident memory in watch
-//! mode, one new key → file, and a one-shot run's wall time and peak memory. Run with
-//! `cargo bench --bench scale` (one template: `-- list` or `-- count`).
+//! real etcd on loopback. For each of three templates (one that lists every pair, one
+//! that counts them, one that reads a single key): start → first render, resident
+//! memory in watch mode, one new key → file, and a one-shot run's wall time and peak
+//! memory. Run with `cargo bench --bench scale` (one template: `-- list`, `-- count` or
+//! `-- one`).
 //!
 //! Set `CONFLUX_BENCH_BIN` to a binary built with `--features dhat-heap` to write a heap
 //! profile of each run into its temporary confdir (the bench prints where).
@@ -32,6 +33,8 @@ const LIST: &str =
     "{% for kv in gets(pattern=\"/backends/*\") %}{{ kv.key | base }} {{ kv.value }}\n{% endfor %}";
 /// Every pair through the engine, one line out.
 const COUNT: &str = "backends = {{ gets(pattern=\"/backends/*\") | length }}\n";
+/// One key: what the key space costs without the template engine's values.
+const ONE: &str = "first = {{ getv(key=\"/backends/b000000\") }}\n";
 
 fn main() {
     let wanted = picked();
@@ -46,7 +49,7 @@ fn main() {
         "\n## {KEYS} keys ({:.1} MB of keys and values), one resource over all of them, default settings",
         bytes as f64 / 1e6
     );
-    for (name, template) in [("list", LIST), ("count", COUNT)] {
+    for (name, template) in [("list", LIST), ("count", COUNT), ("one", ONE)] {
         if wanted(name) {
             scenario(&rt, &server, name, template);
         }
