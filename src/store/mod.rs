@@ -90,9 +90,12 @@ impl Store {
             selected: Arc::new(selected),
         };
         let under_prefix = merged.iter().all(|s| keys::selects(prefix, s));
+        // A snapshot without unclean keys needs no look at its keys (a scan of every
+        // selected key per pass was 2–5 ms at 100,000 keys); otherwise only the
+        // selected ones matter.
         let clean =
             |(key, _): (&String, &String)| key == view.prefix_key() || is_clean(view.relative(key));
-        if under_prefix && view.raw("").all(clean) {
+        if under_prefix && (snapshot.all_clean() || view.raw("").all(clean)) {
             return view;
         }
         Store::copied(snapshot, prefix, &merged)
@@ -259,11 +262,9 @@ impl Store {
 }
 
 /// Whether the relative key of a key below the prefix is already what confd's path
-/// cleaning makes of it: no empty or `.` segment, so no trailing `/` either.
+/// cleaning makes of it; `/` is not (it is what `/app/` leaves under `/app`).
 fn is_clean(relative: &str) -> bool {
-    relative
-        .strip_prefix('/')
-        .is_some_and(|rest| rest.split('/').all(|s| !s.is_empty() && s != "."))
+    relative != "/" && keys::is_clean(relative)
 }
 
 /// The part of `key` below the normalized directory `dir`, without the leading `/`;
