@@ -163,7 +163,11 @@ impl EtcdBackend {
             })
             .await?;
         let revision = header_revision(resp.header(), Action::Snapshot)?;
-        for (selector, op) in selectors.iter().zip(resp.op_responses()) {
+        // etcd-client hands out the answers only as copies: drop the original at once,
+        // so that the first pages are not held twice while they are turned into pairs.
+        let ops = resp.op_responses();
+        drop(resp);
+        for (selector, op) in selectors.iter().zip(ops) {
             let TxnOpResponse::Get(mut get) = op else {
                 return Err(transient(
                     Action::Snapshot,
