@@ -108,6 +108,11 @@ impl Pattern {
 
     /// Whether `tokens[first..]` match the whole of `name`.
     fn matches_from(&self, first: usize, name: &str) -> bool {
+        // The most common rest of a pattern (`/upstream/*`), as Go special-cases it: a
+        // trailing star matches what is left unless it crosses a `/`.
+        if let [Token::Star] = &self.tokens[first..] {
+            return !name.contains('/');
+        }
         if name.is_ascii() {
             let bytes = name.as_bytes();
             self.matches_at(first, bytes.len(), |i| char::from(bytes[i]))

@@ -217,9 +217,12 @@ impl Store {
             .kvs
             .range(from.clone()..)
             .take_while(move |(k, _)| k.starts_with(from.as_str()));
-        own.into_iter()
-            .chain(below.filter(move |(k, _)| k.as_str() != self.prefix_key()))
-            .filter(|(k, _)| self.selects(k))
+        // Every key of the range lies below the prefix: with all of it selected there is
+        // nothing to test per key.
+        let all = matches!(*self.selected, Selected::All);
+        own.filter(|(k, _)| self.selects(k)).into_iter().chain(
+            below.filter(move |(k, _)| k.as_str() != self.prefix_key() && (all || self.selects(k))),
+        )
     }
 
     /// The key a template calls `/`.
