@@ -172,7 +172,8 @@ pub struct Cli {
     )]
     pub client_ca_keys: Option<PathBuf>,
 
-    /// Default coalescing window for resources without their own `wait`: `"<min>[:<max>]"`
+    /// Coalescing window for resources without their own `wait`: `"<min>[:<max>]"`
+    /// [default: 100ms:1s for a resource with a reload_cmd, 0 without]
     #[arg(long, value_name = "MIN[:MAX]", env = "CONFLUX_WAIT")]
     pub wait: Option<String>,
 

@@ -19,7 +19,14 @@ const EXIT_CONFIG: u8 = 2;
 /// `--noop --detailed-exitcode`: changes are pending.
 const EXIT_PENDING: u8 = 3;
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    // Written when main returns, so after the shutdown a signal asked for.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let mut cli = match conflux::cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {

@@ -4,6 +4,7 @@
 //! `--check` each check command run on the renders in a temporary directory.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use super::finding::{self, Finding};
 use crate::confdir::Confdir;
@@ -19,7 +20,7 @@ use crate::template::functions::{Lookup, recording};
 pub(super) fn render_all(
     config: &Config,
     confdir: &Confdir,
-    snapshot: &Snapshot,
+    snapshot: &Arc<Snapshot>,
     check: bool,
     out: &mut Vec<Finding>,
 ) {

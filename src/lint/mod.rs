@@ -57,7 +57,7 @@ pub async fn run(cli: &Cli, args: &LintArgs) -> Report {
         data::render_all(
             &config,
             &confdir,
-            &snapshot,
+            &std::sync::Arc::new(snapshot),
             args.check,
             &mut report.findings,
         );

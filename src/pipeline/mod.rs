@@ -140,7 +140,7 @@ impl Pipeline {
 
     /// One pass of `work` for `resource` against `snapshot`. A panic in any step (a
     /// bug) is caught here and becomes a failed outcome naming the step.
-    pub fn run(&self, resource: &Resource, snapshot: &Snapshot, work: Work) -> Outcome {
+    pub fn run(&self, resource: &Resource, snapshot: &Arc<Snapshot>, work: Work) -> Outcome {
         let revision = match work {
             Work::Apply => snapshot.revision,
             Work::Reload => 0,

@@ -156,11 +156,17 @@ pub(crate) fn register(tera: &mut Tera) {
 }
 
 /// A `{key, value}` map, the shape of confd's `KVPair` (`.Key`/`.Value` there).
+///
+/// Through Tera's serializer, which builds the map once and wraps it: `Value::from` a
+/// map built here copied it into a second map (re-hashing both keys), a third of the
+/// instructions of a `gets` over 100,000 keys (callgrind, benches/render.rs).
 pub(crate) fn kv(key: &str, value: &str) -> Value {
-    let mut map = tera::Map::new();
-    map.insert("key".into(), Value::from(key));
-    map.insert("value".into(), Value::from(value));
-    Value::from(map)
+    #[derive(serde::Serialize)]
+    struct Kv<'a> {
+        key: &'a str,
+        value: &'a str,
+    }
+    Value::try_from_serializable(&Kv { key, value }).expect("two strings always serialize")
 }
 
 #[cfg(test)]
