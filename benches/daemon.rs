@@ -2,7 +2,7 @@
 //! per goal of issue #3: put → dest latency, first full apply of 1,000 resources and the
 //! etcd requests it took, a burst of 1,000 puts, resident memory with 100,000 keys
 //! mirrored, and CPU while idle. Figures go to docs/benchmarks.md. Run with
-//! `cargo bench --bench daemon` (a subset: `cargo bench --bench daemon -- latency memory`).
+//! `cargo bench --bench daemon` (a subset: `cargo bench --bench daemon -- latency memory`; names: latency, isolated, first, burst, memory, idle).
 //!
 //! Like `onetime`, a plain harness timing the real binary from outside, as an operator
 //! would see it: each figure needs a running daemon, a seeded etcd and a file watched
@@ -17,28 +17,18 @@
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
+#[path = "support/harness.rs"]
+mod harness;
 #[path = "support/measure.rs"]
 mod measure;
 
-use std::collections::BTreeMap;
-use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use etcd::EtcdServer;
-use etcd_client::{Client, Txn, TxnOp};
-use measure::{cpu_ticks, machine, ms, percentiles, proc_status, read, runtime, wanted};
-use tempfile::TempDir;
+use etcd_client::Client;
+use harness::*;
 use tokio::runtime::Runtime;
-
-/// etcd's default `--max-txn-ops`: puts per seeding transaction.
-const SEED_BATCH: usize = 128;
-
-/// The longest any single wait of this program lasts before it gives up with a panic.
-const PATIENCE: Duration = Duration::from_secs(60);
 
 fn main() {
     let wanted = wanted();
@@ -46,6 +36,9 @@ fn main() {
     machine();
     if wanted("latency") {
         latency(&rt);
+    }
+    if wanted("isolated") {
+        isolated(&rt);
     }
     if wanted("first") {
         first_apply(&rt);
@@ -61,13 +54,15 @@ fn main() {
     }
 }
 
-/// 1. One resource with `wait = "0"`; 1,000 sequential puts, each followed by reads of
+/// 1. One resource, default settings, no reload; 1,000 sequential puts, each followed by reads of
 ///    dest every 100 µs until it holds the new value. Timed from just before the put.
 ///    Three layouts: everything on disk (what a server sees); etcd's WAL on tmpfs,
 ///    which takes etcd's per-put fsync out of the figure; and dest on tmpfs as well,
 ///    which takes conflux's own two fsyncs (stage file, directory) out too.
 fn latency(rt: &Runtime) {
-    println!("\n## 1. put → dest updated (one resource, wait = \"0\", 1000 sequential puts)");
+    println!(
+        "\n## 1. put → dest updated (one resource without reload_cmd, default settings, 1000 sequential puts)"
+    );
     println!("   dest polled with a read every 100 µs; timed from just before the put");
     let shm = tempfile::tempdir_in("/dev/shm").expect("a tmpfs dir");
     let wal = format!("--wal-dir={}", shm.path().join("wal").display());
@@ -88,27 +83,71 @@ fn latency_run(rt: &Runtime, layout: &str, etcd_flags: &[&str], dest_in: Option<
         None => Confdir::new(),
     };
     dir.template("value.tmpl", "value = {{ getv(key=\"/value\") }}\n");
-    dir.resource("lat", "value.tmpl", "/lat", "wait = \"0\"\n");
+    // Default settings: no `wait`; with no reload_cmd that means no coalescing window.
+    dir.resource("lat", "value.tmpl", "/lat", "");
     let dest = dir.dest("lat");
     let daemon = Daemon::start(&dir, &server);
     wait_for(|| read(&dest).as_deref() == Some("value = v-init\n"));
 
     let mut updated = Vec::with_capacity(PUTS);
     let mut acked = Vec::with_capacity(PUTS);
+    let mut after_ack = Vec::with_capacity(PUTS);
     for i in 0..PUTS {
         let value = format!("v{i}");
         let want = format!("value = {value}\n");
         let start = Instant::now();
         rt.block_on(client.put("/lat/value", value, None))
             .expect("put");
-        acked.push(start.elapsed());
+        let ack = start.elapsed();
+        acked.push(ack);
         wait_for_fast(|| read(&dest).as_deref() == Some(want.as_str()));
         updated.push(start.elapsed());
+        after_ack.push(start.elapsed() - ack);
     }
     let log = daemon.stop();
     println!("   {layout} ({} applies logged):", log.applied());
     percentiles("  put → dest holds the value", &mut updated);
     percentiles("  put acknowledged by etcd  ", &mut acked);
+    percentiles("  put ack → dest            ", &mut after_ack);
+}
+
+/// 1b. One resource with a reload (default settings: the 100ms:1s window), puts spaced
+///     250 ms apart so that each is isolated: each should apply at once.
+fn isolated(rt: &Runtime) {
+    const PUTS: usize = 40;
+    let server = rt.block_on(EtcdServer::start());
+    let mut client = rt.block_on(server.client());
+    rt.block_on(client.put("/iso/value", "v-init", None))
+        .expect("put");
+    let dir = Confdir::new();
+    let reloads = dir.root().join("reloads.log");
+    dir.template("value.tmpl", "value = {{ getv(key=\"/value\") }}\n");
+    let reload = format!("reload_cmd = \"echo reload >> {}\"\n", reloads.display());
+    dir.resource("iso", "value.tmpl", "/iso", &reload);
+    let dest = dir.dest("iso");
+    let daemon = Daemon::start(&dir, &server);
+    wait_for(|| read(&dest).as_deref() == Some("value = v-init\n"));
+    let mut after_ack = Vec::with_capacity(PUTS);
+    for i in 0..PUTS {
+        std::thread::sleep(Duration::from_millis(250));
+        let want = format!("value = iso{i}\n");
+        let start = Instant::now();
+        rt.block_on(client.put("/iso/value", format!("iso{i}"), None))
+            .expect("put");
+        let ack = start.elapsed();
+        wait_for_fast(|| read(&dest).as_deref() == Some(want.as_str()));
+        after_ack.push(start.elapsed() - ack);
+    }
+    let log = daemon.stop();
+    println!(
+        "\n## 1b. isolated puts to a resource with reload_cmd (default settings), {PUTS} puts 250 ms apart"
+    );
+    println!(
+        "   {} applies logged, {} reloads run",
+        log.applied(),
+        count_lines(&reloads)
+    );
+    percentiles("  put ack → dest", &mut after_ack);
 }
 
 /// 2. `n` resources × 10 keys: time from spawning the daemon to every file written, and
@@ -349,216 +388,4 @@ fn idle_cpu(rt: &Runtime) {
         "   (conflux VmRSS with this one resource: {:.1} MiB, for comparison with 4.)",
         memory.rss_mb
     );
-}
-
-/// A temporary confdir: conf.d/, templates/ and out/ where every dest goes.
-struct Confdir {
-    dir: TempDir,
-}
-
-impl Confdir {
-    fn new() -> Confdir {
-        Confdir::new_in(&std::env::temp_dir())
-    }
-
-    fn new_in(parent: &Path) -> Confdir {
-        let dir = tempfile::tempdir_in(parent).expect("tempdir");
-        for d in ["conf.d", "templates", "out"] {
-            std::fs::create_dir(dir.path().join(d)).expect("mkdir");
-        }
-        Confdir { dir }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn template(&self, name: &str, text: &str) {
-        std::fs::write(self.root().join("templates").join(name), text).expect("template");
-    }
-
-    /// `conf.d/<name>.toml` rendering `src` to `out/<name>.conf`; `extra` holds more
-    /// `[template]` lines.
-    fn resource(&self, name: &str, src: &str, prefix: &str, extra: &str) {
-        let dest = self.dest(name);
-        let text = format!(
-            "[template]\nsrc = \"{src}\"\ndest = \"{}\"\nprefix = \"{prefix}\"\nkeys = [\"/\"]\nmode = \"0644\"\n{extra}",
-            dest.to_str().expect("utf-8")
-        );
-        std::fs::write(self.root().join(format!("conf.d/{name}.toml")), text).expect("resource");
-    }
-
-    fn dest(&self, name: &str) -> PathBuf {
-        self.root().join(format!("out/{name}.conf"))
-    }
-
-    fn clear_out(&self) {
-        let out = self.root().join("out");
-        std::fs::remove_dir_all(&out).expect("clear out");
-        std::fs::create_dir(&out).expect("mkdir out");
-    }
-}
-
-/// The real binary in watch mode, its log (stderr, level info) in a file.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(dir: &Confdir, server: &EtcdServer) -> Daemon {
-        let log = dir.root().join(format!("daemon-{}.log", unique()));
-        let stderr = File::create(&log).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_conflux"))
-            .args(["--watch", "--backend", "etcdv3", "--log-level", "info"])
-            .args(["--node", &server.endpoint()])
-            .args(["--confdir", dir.root().to_str().expect("utf-8")])
-            .env("CONFLUX_STATE_DIR", dir.root().join("state"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("run conflux");
-        Daemon { child, log }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> Log {
-        Log(std::fs::read_to_string(&self.log).expect("daemon log"))
-    }
-
-    /// SIGTERM, wait for the exit, return the whole log.
-    fn stop(mut self) -> Log {
-        // SAFETY: kill(2) on our own child's pid, which it still is: not yet waited for.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let status = self.child.wait().expect("wait for conflux");
-        let log = self.log();
-        assert!(status.success(), "conflux exited with {status}:\n{}", log.0);
-        log
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The daemon's log text.
-struct Log(String);
-
-impl Log {
-    fn applied_lines(&self) -> impl Iterator<Item = &str> {
-        self.0
-            .lines()
-            .filter(|l| l.split_whitespace().any(|w| w == "applied"))
-    }
-
-    /// Applies that ended (the scheduler's "applied" lines).
-    fn applied(&self) -> usize {
-        self.applied_lines().count()
-    }
-
-    /// Applies that changed dest.
-    fn applied_changed(&self) -> usize {
-        self.changed_before(usize::MAX)
-    }
-
-    /// Applies among the first `n` that changed dest.
-    fn changed_before(&self, n: usize) -> usize {
-        self.applied_lines()
-            .take(n)
-            .filter(|l| l.contains("changed=true"))
-            .count()
-    }
-}
-
-/// Puts every pair, `SEED_BATCH` to a transaction.
-async fn seed(client: &mut Client, kvs: impl Iterator<Item = (String, String)>) {
-    let all: Vec<(String, String)> = kvs.collect();
-    for batch in all.chunks(SEED_BATCH) {
-        let puts: Vec<TxnOp> = batch
-            .iter()
-            .map(|(k, v)| TxnOp::put(k.as_str(), v.as_str(), None))
-            .collect();
-        client.txn(Txn::new().and_then(puts)).await.expect("seed");
-    }
-}
-
-/// etcd's own count of gRPC requests started, by method, from its /metrics page on the
-/// client port. Only the daemon talks to etcd while two of these are compared.
-fn grpc_started(server: &EtcdServer) -> BTreeMap<String, u64> {
-    let endpoint = server.endpoint();
-    let addr = endpoint.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(addr).expect("connect to etcd's metrics");
-    stream
-        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .expect("request metrics");
-    let mut page = String::new();
-    stream.read_to_string(&mut page).expect("read metrics");
-    let mut counts = BTreeMap::new();
-    for line in page.lines() {
-        let Some(rest) = line.strip_prefix("grpc_server_started_total{") else {
-            continue;
-        };
-        let method = rest
-            .split("grpc_method=\"")
-            .nth(1)
-            .and_then(|m| m.split('"').next())
-            .expect("a grpc_method label");
-        let value: f64 = line
-            .rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .expect("a counter value");
-        *counts.entry(method.to_string()).or_insert(0) += value as u64;
-    }
-    counts
-}
-
-fn difference(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> Vec<(String, u64)> {
-    after
-        .iter()
-        .map(|(m, n)| (m.clone(), n - before.get(m).copied().unwrap_or(0)))
-        .filter(|(_, n)| *n > 0)
-        .collect()
-}
-
-fn show(requests: &[(String, u64)]) -> String {
-    let total: u64 = requests.iter().map(|(_, n)| n).sum();
-    let each: Vec<String> = requests.iter().map(|(m, n)| format!("{m} {n}")).collect();
-    format!("{total} ({})", each.join(", "))
-}
-
-fn count_lines(path: &Path) -> usize {
-    read(path).map_or(0, |t| t.lines().count())
-}
-
-/// Polls `done` every millisecond.
-fn wait_for(done: impl FnMut() -> bool) {
-    poll(done, Duration::from_millis(1));
-}
-
-/// Polls `done` every 100 µs.
-fn wait_for_fast(done: impl FnMut() -> bool) {
-    poll(done, Duration::from_micros(100));
-}
-
-fn poll(mut done: impl FnMut() -> bool, every: Duration) {
-    let deadline = Instant::now() + PATIENCE;
-    while !done() {
-        assert!(Instant::now() < deadline, "gave up after {PATIENCE:?}");
-        std::thread::sleep(every);
-    }
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_nanos()
 }

@@ -105,7 +105,11 @@ fn in_process() {
             )
         })
         .collect();
-    let first = pipeline.run(&resource, &Snapshot::new(1, kvs.clone()), Work::Apply);
+    let first = pipeline.run(
+        &resource,
+        &Arc::new(Snapshot::new(1, kvs.clone())),
+        Work::Apply,
+    );
     assert!(first.is_ok(), "{first:?}");
     let mut totals = Vec::new();
     let mut by_step: BTreeMap<Step, Vec<Duration>> = BTreeMap::new();
@@ -117,7 +121,7 @@ fn in_process() {
         );
         let outcome = pipeline.run(
             &resource,
-            &Snapshot::new(i as i64 + 2, kvs.clone()),
+            &Arc::new(Snapshot::new(i as i64 + 2, kvs.clone())),
             Work::Apply,
         );
         assert!(outcome.is_ok() && outcome.files.len() == 1, "{outcome:?}");

@@ -19,6 +19,7 @@
 //! ([`docs`]), so they say what `--help` says.
 
 pub mod docs;
+mod lint;
 mod normalize;
 mod register;
 
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
 
+pub use lint::LintArgs;
 pub use normalize::normalize_args;
 pub use register::RegisterArgs;
 
@@ -182,7 +184,8 @@ pub struct Cli {
     )]
     pub client_ca_keys: Option<PathBuf>,
 
-    /// Default coalescing window for resources without their own `wait`: `"<min>[:<max>]"`
+    /// Coalescing window for resources without their own `wait`: `"<min>[:<max>]"`
+    /// [default: 100ms:1s for a resource with a reload_cmd, 0 without]
     #[arg(long, value_name = "MIN[:MAX]", env = "CONFLUX_WAIT")]
     pub wait: Option<String>,
 
@@ -253,6 +256,9 @@ pub enum Subcommand {
     /// Hold a key in etcd under a lease while this instance is healthy (the writing half
     /// of service discovery); revoke it on SIGTERM
     Register(RegisterArgs),
+    /// Check a confdir (conflux.toml, resources, templates; with data, every render and
+    /// the keys it reads) and report one finding per line; writes nothing
+    Lint(LintArgs),
 }
 
 /// Parses the process's arguments (after the single-dash rewrite). Started as
@@ -387,7 +393,7 @@ mod tests {
         let mut cli = cli;
         match cli.command.take() {
             Some(Subcommand::Register(args)) => (cli, args),
-            None => panic!("no subcommand"),
+            other => panic!("not register: {other:?}"),
         }
     }
 
@@ -435,6 +441,20 @@ mod tests {
             err.to_string().contains("--watch is a flag of the daemon"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lint_takes_its_flags_and_the_global_ones() {
+        let mut cli = parse(&[
+            "-confdir", "/c", "lint", "--file", "d.yaml", "-check", "--format", "json",
+        ]);
+        let Some(Subcommand::Lint(args)) = cli.command.take() else {
+            panic!("lint");
+        };
+        assert_eq!(cli.confdir.as_deref(), Some(std::path::Path::new("/c")));
+        assert_eq!(args.files, vec![std::path::PathBuf::from("d.yaml")]);
+        assert!(args.check && !args.strict);
+        assert_eq!(args.format, "json");
     }
 
     #[test]

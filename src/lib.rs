@@ -36,6 +36,7 @@ pub mod daemon;
 pub mod fswalk;
 pub mod http;
 pub mod kv;
+pub mod lint;
 pub mod mirror;
 pub mod outcome;
 pub mod pipeline;

@@ -1,15 +1,16 @@
 //! The `conflux` binary: parse, validate, run, and map the result to an exit code.
 //! Signals are turned into a cancellation token (SIGTERM, SIGINT) and reload
 //! requests (SIGHUP) here and nowhere else. Without a subcommand it runs the daemon
-//! (or `--onetime`); `conflux register` runs [`conflux::register`].
+//! (or `--onetime`); `conflux register` runs [`conflux::register`], `conflux lint`
+//! [`conflux::lint`].
 
 use std::future::Future;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use conflux::cli::{Cli, RegisterArgs, Subcommand};
+use conflux::cli::{Cli, LintArgs, RegisterArgs, Subcommand};
 use conflux::config::{Config, LogFormat};
-use conflux::{register, run};
+use conflux::{lint, register, run};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -18,7 +19,14 @@ const EXIT_CONFIG: u8 = 2;
 /// `--noop --detailed-exitcode`: changes are pending.
 const EXIT_PENDING: u8 = 3;
 
+#[cfg(feature = "dhat-heap")]
+#[global_allocator]
+static ALLOC: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    // Written when main returns, so after the shutdown a signal asked for.
+    #[cfg(feature = "dhat-heap")]
+    let _profiler = dhat::Profiler::new_heap();
     let mut cli = match conflux::cli::parse_from(std::env::args_os()) {
         Ok(cli) => cli,
         Err(e) => {
@@ -29,6 +37,7 @@ fn main() -> ExitCode {
     match cli.command.take() {
         None => daemon(cli),
         Some(Subcommand::Register(args)) => registration(&cli, &args),
+        Some(Subcommand::Lint(args)) => lint(&cli, &args),
     }
 }
 
@@ -94,6 +103,34 @@ fn registration(cli: &Cli, args: &RegisterArgs) -> ExitCode {
             }
         }
     })
+}
+
+/// `conflux lint`: the findings on stdout, one per line; exit 1 when the confdir fails
+/// (an error, or any finding with `--strict`). Logs stay on stderr, warnings only.
+fn lint(cli: &Cli, args: &LintArgs) -> ExitCode {
+    init_logging(tracing::Level::WARN, LogFormat::Text);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("conflux: cannot start the runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let report = runtime.block_on(lint::run(cli, args));
+    let json = args.format == "json";
+    let written = lint::finding::write(&mut std::io::stdout().lock(), &report.findings, json);
+    if let Err(e) = written {
+        eprintln!("conflux lint: cannot write the findings: {e}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    if report.failed(args.strict) {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Builds the runtime, installs the signal handlers (logging `hup` and `stop` when

@@ -71,15 +71,13 @@ impl Mirror {
             match event {
                 Event::Put { key, value } => {
                     if self.current.kvs.get(&key) != Some(&value) {
-                        Arc::make_mut(&mut self.current)
-                            .kvs
-                            .insert(key.clone(), value);
+                        Arc::make_mut(&mut self.current).insert(key.clone(), value);
                         changed.insert(key);
                     }
                 }
                 Event::Delete { key } => {
                     if self.current.kvs.contains_key(&key) {
-                        Arc::make_mut(&mut self.current).kvs.remove(&key);
+                        Arc::make_mut(&mut self.current).remove(&key);
                         changed.insert(key);
                     }
                 }

@@ -199,27 +199,7 @@ async fn snapshot_of_300_selectors_is_one_revision() {
     let snapshot = backend.read(&keys).await.expect("snapshot");
     writer.await.expect("writer");
 
-    let at_revision = client
-        .get(
-            "/many/",
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_revision(snapshot.revision),
-            ),
-        )
-        .await
-        .expect("get at the snapshot's revision");
-    let expected: BTreeMap<String, String> = at_revision
-        .kvs()
-        .iter()
-        .map(|kv| {
-            (
-                kv.key_str().unwrap().to_string(),
-                kv.value_str().unwrap().to_string(),
-            )
-        })
-        .collect();
+    let expected = read_at(&mut client, "/many/", snapshot.revision).await;
     assert_eq!(snapshot.kvs.len(), 300);
     assert_eq!(snapshot.kvs, expected);
 }
@@ -237,6 +217,63 @@ async fn a_new_watch_reports_progress_at_the_current_revision() {
         Change::Progress { revision: current }
     );
     watch.stop().await;
+}
+
+/// Every key under `prefix` as it was at `revision`, read by a plain client.
+async fn read_at(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    revision: i64,
+) -> BTreeMap<String, String> {
+    let options = GetOptions::new().with_prefix().with_revision(revision);
+    let resp = client
+        .get(prefix, Some(options))
+        .await
+        .expect("get at the snapshot's revision");
+    resp.kvs()
+        .iter()
+        .map(|kv| {
+            let key = kv.key_str().unwrap().to_string();
+            (key, kv.value_str().unwrap().to_string())
+        })
+        .collect()
+}
+
+/// Ranges larger than a page (10,000 keys) are read in pages, every page at the first
+/// one's revision even while a writer changes the keys: through the transaction of
+/// prefix reads (2 selectors) and through the covering range (more than 128).
+#[tokio::test]
+async fn a_snapshot_larger_than_a_page_is_read_in_pages_at_one_revision() {
+    let server = EtcdServer::start().await;
+    let mut keys: Vec<String> = (0..15_000).map(|i| format!("/big/a/k{i:05}")).collect();
+    keys.extend((0..10_000).map(|i| format!("/big/b/k{i:05}")));
+    let mut client = server.client().await;
+    for chunk in keys.chunks(128) {
+        let puts: Vec<TxnOp> = chunk
+            .iter()
+            .map(|k| TxnOp::put(k.as_str(), "0", None))
+            .collect();
+        client.txn(Txn::new().and_then(puts)).await.expect("seed");
+    }
+    let backend = connect(&server).await;
+    let two = selectors(&["/big/a", "/big/b"]);
+    let mut many = two.clone();
+    many.extend((0..200).map(|i| format!("/big/c{i:03}")));
+    for selected in [two, many] {
+        let writer = {
+            let (keys, mut client) = (keys.clone(), server.client().await);
+            tokio::spawn(async move {
+                for key in keys.iter().rev().step_by(50) {
+                    client.put(key.as_str(), "1", None).await.expect("put");
+                }
+            })
+        };
+        let snapshot = backend.read(&selected).await.expect("snapshot");
+        writer.await.expect("writer");
+        let expected = read_at(&mut client, "/big/", snapshot.revision).await;
+        assert_eq!(snapshot.kvs.len(), 25_000, "{} selectors", selected.len());
+        assert!(snapshot.kvs == expected, "{} selectors", selected.len());
+    }
 }
 
 #[tokio::test]

@@ -3,6 +3,7 @@
 //!
 //! - `hardening`: attacks and accidents (planted links, special files, a rewound etcd,
 //!   leaked secrets, injection, leftovers), each reproduced with the real binary.
+//! - `lint`: `conflux lint` on confdirs with every kind of error, and clean ones.
 //! - `harness`: temporary confdirs, runs of the real binary, golden files.
 //! - `support`: harnesses for real components (an etcd started per test).
 //! - `nginx`: a real nginx and small upstream HTTP servers, for the gateway.
@@ -34,6 +35,7 @@ mod etcd_backend;
 mod gateway;
 mod hardening;
 mod harness;
+mod lint;
 mod nginx;
 mod onetime;
 mod operations;

@@ -27,12 +27,12 @@
 
 mod connect;
 mod error;
+mod page;
 mod watch;
 
 pub use self::connect::{DEFAULT_ENDPOINT, EtcdOptions};
 pub use self::error::{ClientError, EtcdError, classify, is_not_found};
 
-use std::collections::BTreeMap;
 use std::collections::HashSet;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,77 +134,120 @@ impl EtcdBackend {
     /// covers them all (the range the watch follows), filtered here. The number of
     /// requests never grows with the number of resources; batches of 128 pinned to one
     /// revision would cost one more request per 128 selectors.
+    ///
+    /// Large ranges come in pages of [`PAGE`] keys, each read at the revision of the
+    /// first: one response of 100,000 keys, decoded whole, was held beside the map it
+    /// became (about 3× the key space at the peak); a page is turned into pairs and
+    /// dropped before the next is read. A key space under one page per selector is
+    /// still one request.
     pub async fn read(&self, selectors: &[String]) -> Result<Snapshot, BackendError> {
-        if selectors.len() > MAX_TXN_OPS {
-            return self.read_covering(selectors).await;
-        }
-        let mut kvs = BTreeMap::new();
-        let mut pinned: Option<i64> = None;
-        for batch in selectors.chunks(MAX_TXN_OPS) {
-            let txn = Txn::new().and_then(range_reads(batch, pinned));
-            let resp = self
-                .call(Action::Snapshot, |c| {
-                    let txn = txn.clone();
-                    async move {
-                        let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
-                        kv.txn(txn).await
-                    }
-                })
-                .await?;
-            self.note_cluster(resp.header());
-            let revision = *pinned.get_or_insert(header_revision(resp.header(), Action::Snapshot)?);
-            for (selector, op) in batch.iter().zip(resp.op_responses()) {
-                let TxnOpResponse::Get(get) = op else {
-                    return Err(transient(
-                        Action::Snapshot,
-                        EtcdError::UnexpectedTxnResponse { revision },
-                    ));
-                };
-                for kv in get.kvs() {
-                    let key = String::from_utf8_lossy(kv.key());
-                    if keys::selects(selector, &key) {
-                        let (key, value) = self.text(kv.key(), kv.value());
-                        kvs.insert(key, value);
-                    }
-                }
-            }
-        }
-        let revision = match pinned {
-            Some(revision) => revision,
-            None => self.current_revision().await?,
+        let mut pairs = Vec::new();
+        let revision = if selectors.is_empty() {
+            self.current_revision().await?
+        } else if selectors.len() > MAX_TXN_OPS {
+            self.read_covering(selectors, &mut pairs).await?
+        } else {
+            self.read_prefixes(selectors, &mut pairs).await?
         };
-        Ok(Snapshot::new(revision, kvs))
+        // Prefix reads of `/a` and `/a-b` come in selector order, not key order;
+        // collecting sorted pairs builds the tree with full nodes (inserting one at a
+        // time leaves them half full).
+        pairs.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        Ok(Snapshot::new(revision, pairs.into_iter().collect()))
     }
 
-    /// One range read of `[lowest selector, end of the highest)`, keeping the selected keys.
-    async fn read_covering(&self, selectors: &[String]) -> Result<Snapshot, BackendError> {
-        let Some(range) = watch::WatchRange::covering(selectors) else {
-            return Ok(Snapshot::new(
-                self.current_revision().await?,
-                BTreeMap::new(),
-            ));
-        };
+    /// One transaction of prefix reads, each limited to a page; a selector with more
+    /// keys is read on by pages at the transaction's revision. Returns the revision.
+    async fn read_prefixes(
+        &self,
+        selectors: &[String],
+        pairs: &mut Vec<(String, String)>,
+    ) -> Result<i64, BackendError> {
+        let txn = Txn::new().and_then(range_reads(selectors));
         let resp = self
             .call(Action::Snapshot, |c| {
-                let (start, end) = (range.start.clone(), range.end.clone());
+                let txn = txn.clone();
                 async move {
                     let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
-                    kv.get(start, Some(GetOptions::new().with_range(end))).await
+                    kv.txn(txn).await
                 }
             })
             .await?;
         self.note_cluster(resp.header());
+        let revision = header_revision(resp.header(), Action::Snapshot)?;
+        // etcd-client hands out the answers only as copies: drop the original at once,
+        // so that the first pages are not held twice while they are turned into pairs.
+        let ops = resp.op_responses();
+        drop(resp);
+        for (selector, op) in selectors.iter().zip(ops) {
+            let TxnOpResponse::Get(mut get) = op else {
+                return Err(transient(
+                    Action::Snapshot,
+                    EtcdError::UnexpectedTxnResponse { revision },
+                ));
+            };
+            let keep = |key: &str| keys::selects(selector, key);
+            let next = page::take(&mut get, keep, pairs, &mut |key, what| {
+                self.lossy(key, what)
+            });
+            if let Some(start) = next {
+                let range = page::Range {
+                    start,
+                    end: watch::prefix_end(selector.as_bytes()),
+                };
+                self.read_pages(range, Some(revision), keep, pairs).await?;
+            }
+        }
+        Ok(revision)
+    }
+
+    /// The range covering every selector, by pages, keeping the selected keys.
+    async fn read_covering(
+        &self,
+        selectors: &[String],
+        pairs: &mut Vec<(String, String)>,
+    ) -> Result<i64, BackendError> {
+        let Some(range) = watch::WatchRange::covering(selectors) else {
+            return self.current_revision().await;
+        };
         let selection = keys::Selection::new(selectors);
-        let kvs = resp
-            .kvs()
-            .iter()
-            .filter(|kv| selection.selects(&String::from_utf8_lossy(kv.key())))
-            .map(|kv| self.text(kv.key(), kv.value()))
-            .collect();
-        Ok(Snapshot::new(
-            header_revision(resp.header(), Action::Snapshot)?,
-            kvs,
-        ))
+        let range = page::Range {
+            start: range.start,
+            end: range.end,
+        };
+        self.read_pages(range, None, |key| selection.selects(key), pairs)
+            .await
+    }
+
+    /// Reads `range` a page at a time, at `revision` (or at the first page's), keeping
+    /// the pairs `keep` accepts. Returns the revision read.
+    async fn read_pages(
+        &self,
+        mut range: page::Range,
+        mut revision: Option<i64>,
+        keep: impl Fn(&str) -> bool,
+        pairs: &mut Vec<(String, String)>,
+    ) -> Result<i64, BackendError> {
+        loop {
+            let request = range.request(revision);
+            let mut resp = self
+                .call(Action::Snapshot, |c| {
+                    let (start, options) = request.clone();
+                    async move {
+                        let mut kv = c.kv_client().max_decoding_message_size(MAX_MESSAGE_BYTES);
+                        kv.get(start, Some(options)).await
+                    }
+                })
+                .await?;
+            self.note_cluster(resp.header());
+            let read = *revision.get_or_insert(header_revision(resp.header(), Action::Snapshot)?);
+            match page::take(&mut resp, &keep, pairs, &mut |key, what| {
+                self.lossy(key, what)
+            }) {
+                Some(next) => range.start = next,
+                None => return Ok(read),
+            }
+        }
     }
 
     /// Runs one request with the request timeout. An expired token is refreshed once;
@@ -286,15 +329,12 @@ impl Backend for EtcdBackend {
     }
 }
 
-/// One prefix read per selector, pinned to `revision` when given.
-fn range_reads(selectors: &[String], revision: Option<i64>) -> Vec<TxnOp> {
+/// One prefix read per selector, a page at most each.
+fn range_reads(selectors: &[String]) -> Vec<TxnOp> {
     selectors
         .iter()
         .map(|selector| {
-            let mut options = GetOptions::new().with_prefix();
-            if let Some(revision) = revision {
-                options = options.with_revision(revision);
-            }
+            let options = GetOptions::new().with_prefix().with_limit(page::PAGE);
             TxnOp::get(selector.as_str(), Some(options))
         })
         .collect()
@@ -315,18 +355,24 @@ impl EtcdBackend {
     fn text(&self, key: &[u8], value: &[u8]) -> (String, String) {
         let key_text = String::from_utf8_lossy(key).into_owned();
         let value_text = String::from_utf8_lossy(value).into_owned();
-        let bad_key = std::str::from_utf8(key).is_err();
-        if (bad_key || std::str::from_utf8(value).is_err())
-            && self
-                .lossy
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .insert(key_text.clone())
-        {
-            let what = if bad_key { "key" } else { "value" };
-            warn!(key = %key_text, "the {what} is not UTF-8: invalid bytes read as U+FFFD");
+        if std::str::from_utf8(key).is_err() {
+            self.lossy(&key_text, "key");
+        } else if std::str::from_utf8(value).is_err() {
+            self.lossy(&key_text, "value");
         }
         (key_text, value_text)
+    }
+
+    /// Says once per key that its `what` (key or value) was not UTF-8.
+    fn lossy(&self, key: &str, what: &'static str) {
+        let first = self
+            .lossy
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key.to_string());
+        if first {
+            warn!(key, "the {what} is not UTF-8: invalid bytes read as U+FFFD");
+        }
     }
 
     /// Whether `cluster_id` differs from the snapshot's cluster (known ones only).

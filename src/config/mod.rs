@@ -124,8 +124,9 @@ pub struct Config {
     pub sync_only: bool,
     pub keep_stage_file: bool,
     pub log_level: tracing::Level,
-    /// The coalescing window of resources that set none.
-    pub wait: Wait,
+    /// The coalescing window of resources that set none; `None`: a window only for
+    /// resources with a reload ([`Wait::default_for`]).
+    pub wait: Option<Wait>,
     /// conflux's own state (see [`crate::state`]); absolute.
     pub state_dir: PathBuf,
     /// Where to serve /metrics, /health, /ready and /status; `None`: nowhere.
@@ -409,12 +410,13 @@ fn merge(cli: &Cli, file: RawConfig) -> Result<Config, ConfigError> {
         detailed_exitcode: cli.detailed_exitcode,
         watch_confdir: !cli.no_watch_confdir && file.watch_confdir.unwrap_or(true),
         config_file: default_config_file,
-        wait: match cli.wait.clone().or(file.wait) {
-            Some(w) => w
-                .parse()
-                .map_err(|e: WaitError| ConfigError::Invalid(e.to_string()))?,
-            None => Wait::default(),
-        },
+        wait: cli
+            .wait
+            .clone()
+            .or(file.wait)
+            .map(|w| w.parse())
+            .transpose()
+            .map_err(|e: WaitError| ConfigError::Invalid(e.to_string()))?,
     })
 }
 

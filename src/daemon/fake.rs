@@ -21,7 +21,6 @@ use crate::resource::Resource;
 use crate::scheduler::{Applier, ResourceSet, Settings};
 use crate::systemd::Systemd;
 use crate::telemetry::Telemetry;
-use crate::values::Wait;
 
 pub(super) fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -235,6 +234,13 @@ pub(super) fn resource(name: &str, selectors: &[&str]) -> Resource {
     crate::resource::test_resource(name, selectors, PathBuf::from(format!("/tmp/{name}.out")))
 }
 
+/// A resource with a `reload_cmd`, so the default coalescing window applies to it.
+pub(super) fn reloaded(name: &str, selectors: &[&str]) -> Resource {
+    let mut r = resource(name, selectors);
+    r.reload = Some(crate::command::Command::new("true", Duration::from_secs(1)));
+    r
+}
+
 pub(super) fn data(revision: i64, pairs: &[(&str, &str)]) -> Snapshot {
     let kvs: BTreeMap<String, String> = pairs
         .iter()
@@ -298,7 +304,7 @@ impl Harness {
         let options = Options {
             mode,
             settings: Settings {
-                wait: Wait::default(),
+                wait: None,
                 concurrency: 4,
                 retries: true,
             },

@@ -31,6 +31,9 @@ impl Daemon {
     pub(super) fn finished(&mut self, outcome: Outcome) {
         let retry = self.scheduler.finish(&outcome, Instant::now());
         self.record(outcome, retry);
+        if !self.scheduler.is_busy() {
+            self.trim_at = Some(Instant::now() + super::TRIM_AFTER);
+        }
     }
 
     pub(super) fn record(&mut self, outcome: Outcome, retry: Option<Duration>) {

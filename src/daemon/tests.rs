@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::time::{Instant, sleep};
 
-use super::fake::{Feed, Harness, Script, data, ms, resource, two_resources};
+use super::fake::{Feed, Harness, Script, data, ms, reloaded, resource, two_resources};
 use crate::config::Mode;
 use crate::kv::Change;
 use crate::outcome::Work;
@@ -66,9 +66,10 @@ async fn a_burst_during_a_slow_apply_collapses_into_one_apply_of_the_newest_revi
 #[tokio::test(start_paused = true)]
 async fn the_last_change_of_a_burst_is_always_applied() {
     // Two resources share the key, so they apply side by side, never each twice at once.
+    // Both reload, so the default window coalesces the burst.
     let resources = vec![
-        resource("a.toml", &["/app"]),
-        resource("b.toml", &["/app/a"]),
+        reloaded("a.toml", &["/app"]),
+        reloaded("b.toml", &["/app/a"]),
     ];
     let mut h = Harness::start(resources, data(10, &[]), Mode::Watch, |_, _| {});
     h.calls(2).await;
@@ -89,6 +90,24 @@ async fn the_last_change_of_a_burst_is_always_applied() {
         assert!(applies.len() <= 10, "{name}: {} applies", applies.len());
     }
     assert!(!h.applier.overlapped.load(Ordering::SeqCst));
+    h.stop().await.expect("clean shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_reload_every_sequential_change_is_applied_at_once() {
+    // Regression: the old one-size default window (100ms:1s) held every change that
+    // came within 100 ms of an apply, even for a resource with no reload to protect.
+    let resources = vec![resource("a.toml", &["/app"])];
+    let mut h = Harness::start(resources, data(10, &[]), Mode::Watch, |_, _| {});
+    h.calls(1).await;
+    for revision in 11..=20 {
+        let sent = Instant::now();
+        h.put(revision, "/app/x", &revision.to_string());
+        let call = h.next_call().await;
+        assert_eq!(call.revision, revision);
+        assert_eq!(call.at, sent, "applied with no added delay");
+        sleep(ms(3)).await;
+    }
     h.stop().await.expect("clean shutdown");
 }
 

@@ -23,6 +23,17 @@ pub fn join(prefix: &str, key: &str) -> String {
     out
 }
 
+/// Whether `key` is what Go's path cleaning leaves unchanged below `/`: a leading `/`,
+/// no empty or `.` segment (so no `//` and no trailing `/`). `/` itself is clean. The
+/// keys a template sees are cleaned (confd's `path.Join`), so an unclean key cannot be
+/// shown under its own spelling.
+pub fn is_clean(key: &str) -> bool {
+    key == "/"
+        || key
+            .strip_prefix('/')
+            .is_some_and(|rest| rest.split('/').all(|s| !s.is_empty() && s != "."))
+}
+
 /// Whether `selector` selects `key`: the key itself or anything below it.
 /// The root selector `/` selects every key.
 pub fn selects(selector: &str, key: &str) -> bool {

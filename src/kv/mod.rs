@@ -17,13 +17,44 @@ use std::collections::BTreeMap;
 pub struct Snapshot {
     /// The backend's revision (etcd's store revision; a read counter for files).
     pub revision: i64,
-    /// Absolute keys (`/app/db/host`) to values.
+    /// Absolute keys (`/app/db/host`) to values. Change it through [`Snapshot::insert`]
+    /// and [`Snapshot::remove`], which keep the count of unclean keys.
     pub kvs: BTreeMap<String, String>,
+    /// How many keys are not in clean path form (see [`keys::is_clean`]): a store can
+    /// read a snapshot with none in place, without looking at every key per pass.
+    unclean: usize,
 }
 
 impl Snapshot {
     pub fn new(revision: i64, kvs: BTreeMap<String, String>) -> Self {
-        Snapshot { revision, kvs }
+        let unclean = kvs.keys().filter(|k| !keys::is_clean(k)).count();
+        Snapshot {
+            revision,
+            kvs,
+            unclean,
+        }
+    }
+
+    /// Whether every key is in clean path form.
+    pub fn all_clean(&self) -> bool {
+        self.unclean == 0
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: String, value: String) {
+        let clean = keys::is_clean(&key);
+        if self.kvs.insert(key, value).is_none() && !clean {
+            self.unclean += 1;
+        }
+    }
+
+    /// Removes `key`; whether it was there.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let removed = self.kvs.remove(key).is_some();
+        if removed && !keys::is_clean(key) {
+            self.unclean -= 1;
+        }
+        removed
     }
 
     /// Every key that `selector` selects, in key order: the selector itself, then
@@ -78,6 +109,21 @@ pub enum Change {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unclean_keys_are_counted_through_inserts_and_removes() {
+        let mut s = Snapshot::new(1, [("/a//b".to_string(), "x".to_string())].into());
+        assert!(!s.all_clean());
+        s.insert("/c/".into(), "y".into());
+        s.insert("/c/".into(), "z".into());
+        s.insert("/d".into(), "w".into());
+        assert!(s.remove("/a//b"));
+        assert!(!s.all_clean());
+        assert!(s.remove("/c/"));
+        assert!(!s.remove("/c/"));
+        assert!(s.all_clean());
+        assert_eq!(s.kvs.len(), 1);
+    }
 
     #[test]
     fn selected_skips_siblings_that_sort_inside_the_range() {

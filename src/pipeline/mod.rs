@@ -23,6 +23,25 @@ mod unit;
 
 pub use unit::overlay;
 
+/// A file a resource renders, in memory: for `conflux lint`, which renders every
+/// output without writing one.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub dest: std::path::PathBuf,
+    pub content: String,
+    /// The file's own check (a unit output's `check_cmd`).
+    pub check: Option<crate::command::Command>,
+}
+
+/// The render step alone: every output of `resource` (fan-outs expanded) from `store`.
+pub fn render_outputs(
+    templates: &Templates,
+    resource: &Resource,
+    store: &Store,
+) -> Result<Vec<Rendered>, ApplyError> {
+    unit::render_plan(templates, resource, store)
+}
+
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::Arc;
@@ -121,7 +140,7 @@ impl Pipeline {
 
     /// One pass of `work` for `resource` against `snapshot`. A panic in any step (a
     /// bug) is caught here and becomes a failed outcome naming the step.
-    pub fn run(&self, resource: &Resource, snapshot: &Snapshot, work: Work) -> Outcome {
+    pub fn run(&self, resource: &Resource, snapshot: &Arc<Snapshot>, work: Work) -> Outcome {
         let revision = match work {
             Work::Apply => snapshot.revision,
             Work::Reload => 0,

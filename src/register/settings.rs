@@ -146,7 +146,7 @@ mod tests {
         .expect("parses");
         match cli.command.take() {
             Some(Subcommand::Register(args)) => (cli, args),
-            None => panic!("no subcommand"),
+            other => panic!("not register: {other:?}"),
         }
     }
 

@@ -55,8 +55,9 @@ pub struct ResourceSet {
 /// How the scheduler behaves, the same for every resource.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// The coalescing window of resources that set none.
-    pub wait: Wait,
+    /// The coalescing window of resources that set none (`--wait`); `None`: each such
+    /// resource gets [`Wait::default_for`] its reload.
+    pub wait: Option<Wait>,
     /// How many passes may run at once (at least one).
     pub concurrency: usize,
     /// Whether failed passes are retried (the daemon) or final (a one-shot run).
@@ -108,7 +109,10 @@ impl Scheduler {
         );
         self.applier = set.applier;
         for resource in set.resources {
-            let wait = resource.wait.unwrap_or(self.settings.wait);
+            let wait = resource
+                .wait
+                .or(self.settings.wait)
+                .unwrap_or_else(|| Wait::default_for(resource.reload.is_some()));
             let resource = Arc::new(resource);
             let slot = match old.remove(&resource.name) {
                 Some(mut kept) => {
@@ -311,10 +315,33 @@ mod tests {
 
     fn settings() -> Settings {
         Settings {
-            wait: Wait::default(),
+            wait: None,
             concurrency: 2,
             retries: true,
         }
+    }
+
+    #[test]
+    fn only_a_resource_with_a_reload_gets_a_window_unless_one_is_set() {
+        let plain = crate::resource::test_resource("a.toml", &["/a"], PathBuf::from("/tmp/a"));
+        let mut reloaded =
+            crate::resource::test_resource("b.toml", &["/b"], PathBuf::from("/tmp/b"));
+        reloaded.reload = Some(crate::command::Command::new("true", Duration::from_secs(1)));
+        let mut own = plain.clone();
+        own.name = "c.toml".into();
+        own.wait = Some("5s".parse().expect("valid"));
+        let set = set_of(&[plain, reloaded, own]);
+        let waits = |s: &Scheduler| s.slots.iter().map(|s| s.wait).collect::<Vec<_>>();
+        let five: Wait = "5s".parse().expect("valid");
+        let scheduler = Scheduler::new(set.clone(), settings());
+        assert_eq!(waits(&scheduler), vec![Wait::NONE, Wait::RELOAD, five]);
+        let global: Wait = "2s".parse().expect("valid");
+        let explicit = Settings {
+            wait: Some(global),
+            ..settings()
+        };
+        let scheduler = Scheduler::new(set, explicit);
+        assert_eq!(waits(&scheduler), vec![global, global, five]);
     }
 
     #[test]

@@ -262,11 +262,11 @@ pub(super) mod tests {
         assert_eq!(s.due(), Some((t0 + ms(500), Work::Apply)));
     }
 
-    /// The default window against the burst benchmark's shape: 1,000 changes 1 ms
+    /// The reload window against the burst benchmark's shape: 1,000 changes 1 ms
     /// apart, each apply taking 2 ms. The last change is applied and few applies run.
     #[test]
     fn a_burst_of_1000_changes_over_a_second_takes_few_applies_and_ends_applied() {
-        let mut s = slot(&Wait::default().to_string());
+        let mut s = slot(&Wait::RELOAD.to_string());
         let t0 = Instant::now();
         let mut applies = Vec::new();
         let mut now = t0;

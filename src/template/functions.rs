@@ -76,6 +76,68 @@ pub(crate) fn with_current_store<R>(lookup: impl FnOnce(&Store) -> R) -> Option<
     CURRENT.with(|current| current.borrow().as_ref().map(lookup))
 }
 
+/// A key lookup a render made, recorded for `conflux lint` (which keys a template
+/// reads, to compare with its resource's `keys`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lookup {
+    /// `getv`, `get`, `exists`: one key.
+    Key(String),
+    /// `gets`, `getvs`: a glob.
+    Pattern(String),
+    /// `ls`, `lsdir`: a directory's children.
+    List(String),
+}
+
+impl Lookup {
+    /// The key or directory the lookup needs watched: the key; a glob's directory up
+    /// to its first wildcard; the listed directory.
+    pub fn directory(&self) -> String {
+        match self {
+            Lookup::Key(key) | Lookup::List(key) => key.clone(),
+            Lookup::Pattern(pattern) => match pattern.find(['*', '?', '[', '\\']) {
+                None => pattern.clone(),
+                Some(i) => match pattern[..i].rfind('/') {
+                    Some(j) if j > 0 => pattern[..j].to_string(),
+                    _ => "/".to_string(),
+                },
+            },
+        }
+    }
+}
+
+impl std::fmt::Display for Lookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lookup::Key(key) => write!(f, "key {key}"),
+            Lookup::Pattern(pattern) => write!(f, "pattern {pattern}"),
+            Lookup::List(path) => write!(f, "listing of {path}"),
+        }
+    }
+}
+
+thread_local! {
+    /// The lookups of the renders running inside [`recording`] on this thread.
+    static RECORDED: RefCell<Option<Vec<Lookup>>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, returning what it returns and every key lookup the renders in it made on
+/// this thread (both engines record).
+pub fn recording<R>(f: impl FnOnce() -> R) -> (R, Vec<Lookup>) {
+    let previous = RECORDED.with(|r| r.replace(Some(Vec::new())));
+    let result = f();
+    let lookups = RECORDED.with(|r| r.replace(previous)).unwrap_or_default();
+    (result, lookups)
+}
+
+/// Notes a lookup when a [`recording`] is under way (otherwise a no-op).
+pub(crate) fn record(lookup: impl FnOnce() -> Lookup) {
+    RECORDED.with(|r| {
+        if let Some(lookups) = r.borrow_mut().as_mut() {
+            lookups.push(lookup());
+        }
+    });
+}
+
 /// Calls `lookup` with the current render's store.
 fn with_current<R>(lookup: impl FnOnce(&Store) -> TeraResult<R>) -> TeraResult<R> {
     CURRENT.with(|current| match &*current.borrow() {
@@ -94,11 +156,17 @@ pub(crate) fn register(tera: &mut Tera) {
 }
 
 /// A `{key, value}` map, the shape of confd's `KVPair` (`.Key`/`.Value` there).
+///
+/// Through Tera's serializer, which builds the map once and wraps it: `Value::from` a
+/// map built here copied it into a second map (re-hashing both keys), a third of the
+/// instructions of a `gets` over 100,000 keys (callgrind, benches/render.rs).
 pub(crate) fn kv(key: &str, value: &str) -> Value {
-    let mut map = tera::Map::new();
-    map.insert("key".into(), Value::from(key));
-    map.insert("value".into(), Value::from(value));
-    Value::from(map)
+    #[derive(serde::Serialize)]
+    struct Kv<'a> {
+        key: &'a str,
+        value: &'a str,
+    }
+    Value::try_from_serializable(&Kv { key, value }).expect("two strings always serialize")
 }
 
 #[cfg(test)]

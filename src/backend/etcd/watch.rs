@@ -231,7 +231,7 @@ impl std::fmt::Display for WatchRange {
 
 /// The first key after every key that starts with `prefix` (etcd's `GetPrefixRangeEnd`).
 /// `[0]`, meaning "to the end of the key space", when the prefix is all `0xff`.
-fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+pub(super) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
         if last < 0xff {

@@ -71,7 +71,7 @@ pub(super) fn run(res: &Resource, content: &str) -> Result<Done, ApplyError> {
 
 fn reload(res: &Resource) -> Result<Done, ApplyError> {
     pipeline(res, Options::default())
-        .run(res, &Snapshot::default(), Work::Reload)
+        .run(res, &Arc::default(), Work::Reload)
         .result
 }
 
@@ -380,12 +380,12 @@ fn state_of(res: &Resource) -> StateDir {
     StateDir::open(&res.file.parent().unwrap().join("state"), true).unwrap()
 }
 
-fn snapshot(revision: i64, pairs: &[(&str, &str)]) -> Snapshot {
-    Snapshot::new(
+fn snapshot(revision: i64, pairs: &[(&str, &str)]) -> Arc<Snapshot> {
+    Arc::new(Snapshot::new(
         revision,
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
-    )
+    ))
 }

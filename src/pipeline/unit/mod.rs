@@ -33,6 +33,22 @@ use crate::store::Store;
 
 use plan::Planned;
 
+/// Every output of `resource` rendered from `store` (the unit's render step, alone).
+pub(super) fn render_plan(
+    templates: &crate::template::Templates,
+    resource: &Resource,
+    store: &Store,
+) -> Result<Vec<super::Rendered>, ApplyError> {
+    Ok(plan::render(templates, resource, store)?
+        .into_iter()
+        .map(|p| super::Rendered {
+            dest: p.dest,
+            content: p.content,
+            check: p.check,
+        })
+        .collect())
+}
+
 pub(super) use commit::recover;
 
 /// One file the pass changes.

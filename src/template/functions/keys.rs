@@ -5,7 +5,7 @@
 
 use tera::{Error, Kwargs, State, Tera, TeraResult, Value};
 
-use super::{kv, with_current};
+use super::{Lookup, kv, record, with_current};
 use crate::store::LookupError;
 
 pub(super) fn register(tera: &mut Tera) {
@@ -21,6 +21,7 @@ pub(super) fn register(tera: &mut Tera) {
 fn getv(kw: Kwargs, _: &State) -> TeraResult<String> {
     let key: &str = kw.must_get("key")?;
     let default: Option<&str> = kw.get("default")?;
+    record(|| Lookup::Key(key.to_string()));
     with_current(|store| match (store.get(key), default) {
         (Some(value), _) => Ok(value.to_string()),
         (None, Some(default)) => Ok(default.to_string()),
@@ -33,6 +34,7 @@ fn getv(kw: Kwargs, _: &State) -> TeraResult<String> {
 
 fn get(kw: Kwargs, _: &State) -> TeraResult<Value> {
     let key: &str = kw.must_get("key")?;
+    record(|| Lookup::Key(key.to_string()));
     with_current(|store| {
         let value = store.getv(key).map_err(|e| lookup_error("get", e))?;
         Ok(kv(key, value))
@@ -41,6 +43,7 @@ fn get(kw: Kwargs, _: &State) -> TeraResult<Value> {
 
 fn gets(kw: Kwargs, _: &State) -> TeraResult<Vec<Value>> {
     let pattern: &str = kw.must_get("pattern")?;
+    record(|| Lookup::Pattern(pattern.to_string()));
     with_current(|store| {
         let pairs = store.gets(pattern).map_err(|e| lookup_error("gets", e))?;
         Ok(pairs.into_iter().map(|(k, v)| kv(k, v)).collect())
@@ -49,6 +52,7 @@ fn gets(kw: Kwargs, _: &State) -> TeraResult<Vec<Value>> {
 
 fn getvs(kw: Kwargs, _: &State) -> TeraResult<Vec<String>> {
     let pattern: &str = kw.must_get("pattern")?;
+    record(|| Lookup::Pattern(pattern.to_string()));
     with_current(|store| {
         let values = store.getvs(pattern).map_err(|e| lookup_error("getvs", e))?;
         Ok(values.into_iter().map(String::from).collect())
@@ -57,16 +61,19 @@ fn getvs(kw: Kwargs, _: &State) -> TeraResult<Vec<String>> {
 
 fn exists(kw: Kwargs, _: &State) -> TeraResult<bool> {
     let key: &str = kw.must_get("key")?;
+    record(|| Lookup::Key(key.to_string()));
     with_current(|store| Ok(store.exists(key)))
 }
 
 fn ls(kw: Kwargs, _: &State) -> TeraResult<Vec<String>> {
     let path: &str = kw.must_get("path")?;
+    record(|| Lookup::List(path.to_string()));
     with_current(|store| Ok(store.ls(path)))
 }
 
 fn lsdir(kw: Kwargs, _: &State) -> TeraResult<Vec<String>> {
     let path: &str = kw.must_get("path")?;
+    record(|| Lookup::List(path.to_string()));
     with_current(|store| Ok(store.lsdir(path)))
 }
 

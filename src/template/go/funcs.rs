@@ -90,6 +90,7 @@ fn lookup_error(name: &str, err: LookupError) -> TemplateError {
 fn get(a: &[Value]) -> Result<Value> {
     exactly("get", a, 1)?;
     let key = string(a, 0)?;
+    crate::template::functions::record(|| crate::template::functions::Lookup::Key(key.to_string()));
     with_store("get", |s| {
         s.getv(key)
             .map(|v| kv_pair(key, v))
@@ -105,6 +106,7 @@ fn getv(a: &[Value]) -> Result<Value> {
         1 => None,
         _ => Some(string(a, 1)?),
     };
+    crate::template::functions::record(|| crate::template::functions::Lookup::Key(key.to_string()));
     with_store("getv", |s| match (s.get(key), default) {
         (Some(v), _) => Ok(str_value(v)),
         (None, Some(d)) => Ok(str_value(d)),
@@ -118,6 +120,9 @@ fn getv(a: &[Value]) -> Result<Value> {
 fn gets(a: &[Value]) -> Result<Value> {
     exactly("gets", a, 1)?;
     let pattern = string(a, 0)?;
+    crate::template::functions::record(|| {
+        crate::template::functions::Lookup::Pattern(pattern.to_string())
+    });
     with_store("gets", |s| {
         let pairs = s.gets(pattern).map_err(|e| lookup_error("gets", e))?;
         Ok(Value::List(
@@ -129,6 +134,9 @@ fn gets(a: &[Value]) -> Result<Value> {
 fn getvs(a: &[Value]) -> Result<Value> {
     exactly("getvs", a, 1)?;
     let pattern = string(a, 0)?;
+    crate::template::functions::record(|| {
+        crate::template::functions::Lookup::Pattern(pattern.to_string())
+    });
     with_store("getvs", |s| {
         s.getvs(pattern)
             .map(str_list)
@@ -139,18 +147,25 @@ fn getvs(a: &[Value]) -> Result<Value> {
 fn exists(a: &[Value]) -> Result<Value> {
     exactly("exists", a, 1)?;
     let key = string(a, 0)?;
+    crate::template::functions::record(|| crate::template::functions::Lookup::Key(key.to_string()));
     with_store("exists", |s| Value::Bool(s.exists(key)))
 }
 
 fn ls(a: &[Value]) -> Result<Value> {
     exactly("ls", a, 1)?;
     let path = string(a, 0)?;
+    crate::template::functions::record(|| {
+        crate::template::functions::Lookup::List(path.to_string())
+    });
     with_store("ls", |s| str_list(memkv::list(s, path)))
 }
 
 fn lsdir(a: &[Value]) -> Result<Value> {
     exactly("lsdir", a, 1)?;
     let path = string(a, 0)?;
+    crate::template::functions::record(|| {
+        crate::template::functions::Lookup::List(path.to_string())
+    });
     with_store("lsdir", |s| str_list(memkv::list_dir(s, path)))
 }
 

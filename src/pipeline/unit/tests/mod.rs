@@ -94,8 +94,11 @@ impl Unit {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        self.pipeline(in_place)
-            .run(&self.resource, &Snapshot::new(7, kvs), Work::Apply)
+        self.pipeline(in_place).run(
+            &self.resource,
+            &Arc::new(Snapshot::new(7, kvs)),
+            Work::Apply,
+        )
     }
 
     /// A command that appends `word` to `log` and then runs `then`.
@@ -340,7 +343,7 @@ fn noop_diffs_every_file_of_the_unit_removals_included() {
     };
     let pipeline = Pipeline::new(Arc::clone(&u.templates), u.state(), options);
     let kvs = BTreeMap::from([("/s/a".to_string(), "9".to_string())]);
-    let outcome = pipeline.run(&u.resource, &Snapshot::new(8, kvs), Work::Apply);
+    let outcome = pipeline.run(&u.resource, &Arc::new(Snapshot::new(8, kvs)), Work::Apply);
     assert!(matches!(outcome.result, Ok(Done::WouldUpdate)));
     let diff = outcome.diff.unwrap();
     assert!(diff.contains("+/s/a=9"), "{diff}");
