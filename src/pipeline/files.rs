@@ -2,6 +2,7 @@
 //! (created exclusively, owned and moded before it holds content, removed unless kept),
 //! fsyncs, and the in-place copy for a dest that cannot be renamed over.
 
+use std::collections::{BTreeMap, HashSet};
 use std::fs::{self, File, OpenOptions, Permissions};
 use std::io::{self, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -223,31 +224,30 @@ pub(super) fn create_exclusive(target: &Path) -> Result<(Flock<File>, PathBuf), 
     })
 }
 
-/// Whether `file` is one of conflux's stage files: `.<name>.<16 hex digits>` (any
-/// name when `name` is `None`).
-fn is_stage_name(file: &str, name: Option<&str>) -> bool {
-    let Some(rest) = file.strip_prefix('.') else {
-        return false;
-    };
-    let Some((middle, suffix)) = rest.rsplit_once('.') else {
-        return false;
-    };
-    suffix.len() == 16
-        && suffix.bytes().all(|b| b.is_ascii_hexdigit())
-        && !middle.is_empty()
-        && name.is_none_or(|n| n == middle)
+/// The file whose stage file `file` is, when it is one of conflux's stage files:
+/// `.<name>.<16 hex digits>`.
+fn stage_owner(file: &str) -> Option<&str> {
+    let (middle, suffix) = file.strip_prefix('.')?.rsplit_once('.')?;
+    (suffix.len() == 16 && suffix.bytes().all(|b| b.is_ascii_hexdigit()) && !middle.is_empty())
+        .then_some(middle)
 }
 
-/// Removes the stage files a stopped process left in `dir` (for the file `name`, or
-/// any when `None`): those nobody holds locked. Returns how many.
-pub(super) fn remove_stale_stages(dir: &Path, name: Option<&str>) -> usize {
+/// Removes the stage files a stopped process left in `dir` (for the files `names`, or
+/// any when `None`): those nobody holds locked. Returns how many. One read of the
+/// directory whatever the number of names: 1,000 resources writing into one directory
+/// must not read it 1,000 times.
+pub(super) fn remove_stale_stages(dir: &Path, names: Option<&HashSet<String>>) -> usize {
     let Ok(entries) = fs::read_dir(dir) else {
         return 0;
     };
     let mut removed = 0;
     for entry in entries.filter_map(Result::ok) {
         let file_name = entry.file_name();
-        if !is_stage_name(&file_name.to_string_lossy(), name) {
+        let file_name = file_name.to_string_lossy();
+        let Some(owner) = stage_owner(&file_name) else {
+            continue;
+        };
+        if names.is_some_and(|names| !names.contains(owner)) {
             continue;
         }
         let path = entry.path();
@@ -266,26 +266,36 @@ pub(super) fn remove_stale_stages(dir: &Path, name: Option<&str>) -> usize {
     removed
 }
 
-/// Removes the stale stage files beside each file of `resource`, saying so.
-pub(super) fn remove_stale_stages_of(resource: &crate::resource::Resource) {
+/// Removes the stale stage files beside each file of `resources`, saying so: each
+/// directory read once, for every file the resources write there (any file, in a
+/// fan-out's directory).
+pub(super) fn remove_stale_stages_of(resources: &[crate::resource::Resource]) {
     use crate::resource::OutputDest;
-    for output in &resource.outputs {
-        let removed = match &output.dest {
+    let mut dirs: BTreeMap<PathBuf, Option<HashSet<String>>> = BTreeMap::new();
+    for output in resources.iter().flat_map(|r| &r.outputs) {
+        match &output.dest {
             OutputDest::File(dest) => {
                 let Ok(target) = resolve_links(dest) else {
                     continue;
                 };
-                match (target.parent(), target.file_name()) {
-                    (Some(dir), Some(name)) => {
-                        remove_stale_stages(dir, Some(&name.to_string_lossy()))
+                if let (Some(dir), Some(name)) = (target.parent(), target.file_name()) {
+                    let names = dirs
+                        .entry(dir.to_path_buf())
+                        .or_insert_with(|| Some(HashSet::new()));
+                    if let Some(names) = names {
+                        names.insert(name.to_string_lossy().into_owned());
                     }
-                    _ => 0,
                 }
             }
-            OutputDest::FanOut { dir, .. } => remove_stale_stages(dir, None),
-        };
+            OutputDest::FanOut { dir, .. } => {
+                dirs.insert(dir.clone(), None);
+            }
+        }
+    }
+    for (dir, names) in dirs {
+        let removed = remove_stale_stages(&dir, names.as_ref());
         if removed > 0 {
-            info!(resource = %resource.name, dir = %output.dest.path().display(), removed, "removed stage files left by an interrupted apply");
+            info!(dir = %dir.display(), removed, "removed stage files left by an interrupted apply");
         }
     }
 }
@@ -346,7 +356,8 @@ mod tests {
         fs::write(d.join(".app.conf.notours"), "someone's").unwrap();
         fs::write(d.join(".other.conf.0123456789abcdef"), "another file's").unwrap();
 
-        assert_eq!(remove_stale_stages(d, Some("app.conf")), 1);
+        let app = HashSet::from(["app.conf".to_string()]);
+        assert_eq!(remove_stale_stages(d, Some(&app)), 1);
 
         assert!(live_path.exists(), "a stage file in use stays");
         assert!(!d.join(".app.conf.0123456789abcdef").exists());
@@ -354,6 +365,29 @@ mod tests {
         assert!(d.join(".other.conf.0123456789abcdef").exists());
         drop(live);
         assert_eq!(remove_stale_stages(d, None), 2);
+    }
+
+    /// 1,000 resources writing into one directory read it 1,000 times at every start
+    /// (a one-shot rerun took 438 ms instead of 49): the directory is read once now,
+    /// for the stage files of every resource's dest in it.
+    #[test]
+    fn stage_files_of_many_resources_in_one_directory_go_in_one_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let a = crate::resource::test_resource("a.toml", &[], d.join("a.conf"));
+        let b = crate::resource::test_resource("b.toml", &[], d.join("b.conf"));
+        fs::write(d.join(".a.conf.0123456789abcdef"), "left by a kill -9").unwrap();
+        fs::write(d.join(".b.conf.fedcba9876543210"), "left by a kill -9").unwrap();
+        fs::write(d.join(".c.conf.0123456789abcdef"), "no resource's").unwrap();
+
+        remove_stale_stages_of(&[a, b]);
+
+        assert!(!d.join(".a.conf.0123456789abcdef").exists());
+        assert!(!d.join(".b.conf.fedcba9876543210").exists());
+        assert!(
+            d.join(".c.conf.0123456789abcdef").exists(),
+            "a file no resource writes keeps its stage files"
+        );
     }
 
     #[test]

@@ -170,9 +170,7 @@ impl Pipeline {
         // Then the stage files a killed process left beside dests (none is in use:
         // each live one is locked), unless the operator keeps them to look at.
         if !self.options.keep_stage_file {
-            for resource in resources {
-                files::remove_stale_stages_of(resource);
-            }
+            files::remove_stale_stages_of(resources);
         }
     }
 
