@@ -160,8 +160,11 @@ impl Backend for FileBackend {
 
 /// The keys that any of `selectors` selects.
 fn select(kvs: &Kvs, selectors: &[String]) -> Kvs {
+    // A set, not a scan of the selectors per key: 1,000 resources over 10,000 keys
+    // were 10 million comparisons on every read.
+    let selection = keys::Selection::new(selectors);
     kvs.iter()
-        .filter(|(key, _)| selectors.iter().any(|s| keys::selects(s, key)))
+        .filter(|(key, _)| selection.selects(key))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
