@@ -123,24 +123,41 @@ impl Nginx {
 }
 
 /// Children of `master` whose process title says they are shutting down.
+/// The workers of an earlier configuration still alive: those shutting down, and those
+/// of an older generation that the master has not told to stop yet (right after a
+/// reload the old workers still accept connections for a moment before they get the
+/// signal, and "shutting down" alone missed them: a request after `settle` reached an
+/// instance removed from the config). A generation's workers are forked together, so
+/// a worker started more than 50 ms before the newest one is of an older generation.
 fn old_workers(master: u32) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
-    entries
+    // (start time in clock ticks, shutting down) of each worker of `master`.
+    let workers: Vec<(u64, bool)> = entries
         .filter_map(Result::ok)
-        .filter(|e| {
+        .filter_map(|e| {
             let dir = e.path();
-            let parent = std::fs::read_to_string(dir.join("stat"))
-                .ok()
-                .and_then(|stat| {
-                    let rest = stat.rsplit_once(')')?.1.to_string();
-                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
-                });
-            parent == Some(master)
-                && std::fs::read(dir.join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains("shutting down"))
+            let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
+            let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            // After the command: state, ppid, ... starttime is the 20th.
+            let parent = fields.get(1)?.parse::<u32>().ok()?;
+            let started = fields.get(19)?.parse::<u64>().ok()?;
+            let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).into_owned();
+            (parent == master && cmdline.contains("worker process"))
+                .then(|| (started, cmdline.contains("shutting down")))
         })
+        .collect();
+    let newest = workers
+        .iter()
+        .filter(|(_, stopping)| !stopping)
+        .map(|(started, _)| *started)
+        .max()
+        .unwrap_or(0);
+    workers
+        .iter()
+        .filter(|(started, stopping)| *stopping || started + 5 < newest)
         .count()
 }
 
