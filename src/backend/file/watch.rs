@@ -1,6 +1,8 @@
-//! The file backend's watch: a debounced notify watcher on the directories that hold
-//! the data files, and a loop that re-reads everything after any change and sends a
-//! [`Change::Reset`] only when the selected data differs from what it sent last.
+//! The file backend's watch: a notify watcher on the directories that hold the data
+//! files, and a loop that re-reads everything once a burst of changes has settled and
+//! sends a [`Change::Reset`] only when the selected data differs from what it sent
+//! last. The settling is this loop's, not a debouncer thread's: a debouncer wakes every
+//! 50 ms even when nothing changes, and an idle daemon should not.
 //!
 //! Reading, merging and selecting are the parent module's; this one decides when to
 //! read again and what to watch.
@@ -9,10 +11,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{EventKind, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{
-    DebounceEventResult, DebouncedEvent, Debouncer, RecommendedCache, new_debouncer,
-};
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -22,8 +21,10 @@ use super::{FileBackend, NAME, ReadError, Sources, io_error, select};
 use crate::backend::{Action, BackendError};
 use crate::kv::{Change, Snapshot};
 
-/// How long the watcher waits for a burst of file events to settle before reporting.
+/// How long the watch waits for a burst of file events to settle before reading again,
+/// and at most after the first event of a burst.
 const DEBOUNCE: Duration = Duration::from_millis(200);
+const DEBOUNCE_MAX: Duration = Duration::from_secs(2);
 
 /// Why the watch of the data files could not start, or stopped. Always transient: a
 /// directory missing now may be there at the next attempt.
@@ -63,8 +64,8 @@ impl FileBackend {
         shutdown: CancellationToken,
     ) -> Result<(), BackendError> {
         let (tx, mut rx) = mpsc::unbounded_channel();
-        // Held for the whole watch: dropping the debouncer stops it.
-        let _debouncer = self
+        // Held for the whole watch: dropping the watcher stops it.
+        let _watcher = self
             .sources
             .watch(tx)
             .map_err(|err| BackendError::transient(NAME, Action::Watch, err))?;
@@ -74,22 +75,25 @@ impl FileBackend {
         // Read once before the first event: the files may have changed between the
         // caller's snapshot and the watcher's start.
         let mut dirty = true;
+        let mut first = true;
         loop {
+            if dirty && !first && !settle(&mut rx, &shutdown).await {
+                return Ok(());
+            }
             if dirty && let Some(snapshot) = self.reread(selectors, &mut sent).await {
                 tokio::select! {
                     result = changes.send(Change::Reset(snapshot)) => if result.is_err() { return Ok(()) },
                     _ = shutdown.cancelled() => return Ok(()),
                 }
             }
+            first = false;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = changes.closed() => return Ok(()),
-                batch = rx.recv() => dirty = match batch {
-                    Some(Ok(events)) => events.iter().any(is_relevant),
-                    Some(Err(errors)) => {
-                        for err in errors {
-                            warn!(backend = NAME, cause = %err, "file watcher error");
-                        }
+                event = rx.recv() => dirty = match event {
+                    Some(Ok(event)) => is_relevant(&event),
+                    Some(Err(err)) => {
+                        warn!(backend = NAME, cause = %err, "file watcher error");
                         // Events may have been lost with the error: read again.
                         true
                     }
@@ -125,31 +129,53 @@ impl FileBackend {
 /// files' own paths: a rename in the same directory (an atomic replace, Kubernetes
 /// swapping its `..data` link) can change what a path reads, and a spurious re-read
 /// costs little because unchanged data is never sent.
-fn is_relevant(event: &DebouncedEvent) -> bool {
+fn is_relevant(event: &Event) -> bool {
     !matches!(event.kind, EventKind::Access(_))
 }
 
+/// Waits until no event has come for [`DEBOUNCE`] (at most [`DEBOUNCE_MAX`]): a burst
+/// of writes, or an atomic replace's several events, is one read. False when shut down.
+async fn settle(
+    rx: &mut mpsc::UnboundedReceiver<notify::Result<Event>>,
+    shutdown: &CancellationToken,
+) -> bool {
+    let until = tokio::time::Instant::now() + DEBOUNCE_MAX;
+    loop {
+        let quiet = (tokio::time::Instant::now() + DEBOUNCE).min(until);
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep_until(quiet) => return true,
+            event = rx.recv() => match event {
+                Some(Err(err)) => warn!(backend = NAME, cause = %err, "file watcher error"),
+                Some(Ok(_)) => {}
+                // The watcher stopped: the loop finds out at its next receive.
+                None => return true,
+            },
+        }
+    }
+}
+
 impl Sources {
-    /// Starts a debounced watcher whose batches go to `tx`. Directories are watched
-    /// rather than files, so that a file replaced by a rename is still seen.
+    /// Starts a watcher whose events go to `tx`. Directories are watched rather than
+    /// files, so that a file replaced by a rename is still seen.
     fn watch(
         &self,
-        tx: mpsc::UnboundedSender<DebounceEventResult>,
-    ) -> Result<Debouncer<RecommendedWatcher, RecommendedCache>, WatchError> {
-        let mut debouncer = new_debouncer(DEBOUNCE, None, move |batch| {
+        tx: mpsc::UnboundedSender<notify::Result<Event>>,
+    ) -> Result<RecommendedWatcher, WatchError> {
+        let mut watcher = notify::recommended_watcher(move |event| {
             // The receiver is gone only when the watch has ended.
-            let _ = tx.send(batch);
+            let _ = tx.send(event);
         })
         .map_err(|source| WatchError::Notify { dir: None, source })?;
         for (dir, mode) in watch_roots(&self.paths).map_err(WatchError::Roots)? {
-            if let Err(source) = debouncer.watch(&dir, mode) {
+            if let Err(source) = watcher.watch(&dir, mode) {
                 return Err(WatchError::Notify {
                     dir: Some(dir),
                     source,
                 });
             }
         }
-        Ok(debouncer)
+        Ok(watcher)
     }
 }
 
