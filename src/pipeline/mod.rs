@@ -285,9 +285,6 @@ impl Pipeline {
         if !self.options.sync_only {
             pass.step(Step::Check, || check(resource, &staged.path))?;
         }
-        if !reloads {
-            record = self.state.load(resource);
-        }
         if reloads && !was_owed {
             // Before the swap, durably: a crash between swap and reload must leave
             // the debt behind for the next process.
@@ -309,8 +306,14 @@ impl Pipeline {
             }
             return Err(e);
         }
-        pass.reload_owed |= reloads;
         drop(staged);
+        // A file without a reload has nothing to owe, and its dest is all there is to
+        // compare with: no record (1,000 of them made a first one-shot run 30 % slower,
+        // each a file created in the state directory between the fsyncs of the dests).
+        if !reloads {
+            return Ok(Done::Updated);
+        }
+        pass.reload_owed = true;
         record.files.insert(
             resource.dest.clone(),
             Applied {
@@ -319,11 +322,9 @@ impl Pipeline {
                 stamp: None,
             },
         );
-        if reloads {
-            pass.step(Step::Reload, || run_reload(resource))?;
-            record.reload_owed = false;
-            pass.reload_owed = false;
-        }
+        pass.step(Step::Reload, || run_reload(resource))?;
+        record.reload_owed = false;
+        pass.reload_owed = false;
         self.save(resource, &record, Durability::Atomic);
         Ok(Done::Updated)
     }

@@ -288,6 +288,22 @@ fn a_full_pass_records_every_step_in_order_and_the_file_it_changed() {
     assert_eq!(record.files[&res.dest].sha256, content_hash(b"x=1\n"));
 }
 
+/// A state record for every file written made a first one-shot run of 1,000 plain
+/// resources 30 % slower: a file without a reload keeps none (it has nothing to owe,
+/// and dest itself is what the next pass compares with).
+#[test]
+fn a_file_without_a_reload_writes_no_state_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let res = resource(dir.path(), "plain.conf");
+    assert!(matches!(run(&res, "a\n"), Ok(Done::Updated)));
+    assert_eq!(std::fs::read_to_string(&res.dest).unwrap(), "a\n");
+    assert!(
+        !state_of(&res).resource_dir(&res).exists(),
+        "no record for a file without a reload"
+    );
+    assert!(state_of(&res).load(&res).files.is_empty());
+}
+
 #[test]
 fn a_render_failure_is_an_outcome_of_the_render_step() {
     let dir = tempfile::tempdir().unwrap();
