@@ -367,10 +367,16 @@ impl NotifySocket {
         }
     }
 
-    /// Every message received so far.
+    /// The messages received so far, and those that come in the next half second at
+    /// most. Bounded: the watchdog's pings come more often than the read timeout, so
+    /// reading until a silence could last for minutes (the test once took 390 s).
     fn drain(&self, into: &mut Vec<String>) {
+        let until = std::time::Instant::now() + Duration::from_millis(500);
         let mut buf = [0u8; 4096];
-        while let Ok(n) = self.socket.recv(&mut buf) {
+        while std::time::Instant::now() < until {
+            let Ok(n) = self.socket.recv(&mut buf) else {
+                return;
+            };
             into.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
     }
