@@ -150,7 +150,11 @@ fn operations(config: &Config) -> (Arc<Telemetry>, Systemd, Option<Duration>) {
         (true, None) => Some(BEAT),
         _ => None,
     };
-    let telemetry = Arc::new(Telemetry::new(beat_every));
+    let telemetry = Arc::new(if daemon && config.metrics_addr.is_some() {
+        Telemetry::new(beat_every)
+    } else {
+        Telemetry::without_metrics(beat_every)
+    });
     let (name, endpoints) = match &config.backend {
         BackendConfig::Etcd(e) => ("etcdv3", e.nodes.clone()),
         BackendConfig::File { paths, .. } => (

@@ -32,6 +32,9 @@ pub struct Telemetry {
     last_beat_ms: AtomicU64,
     /// How often the loop beats; `None` when nothing listens (no endpoint, no watchdog).
     beat_every: Option<Duration>,
+    /// Whether anyone can read the metrics (`--metrics-addr`): when nobody can, a
+    /// pass's outcome updates only the status, not six labelled series per resource.
+    metrics_served: bool,
 }
 
 impl Telemetry {
@@ -45,6 +48,16 @@ impl Telemetry {
             started: Instant::now(),
             last_beat_ms: AtomicU64::new(0),
             beat_every,
+            metrics_served: true,
+        }
+    }
+
+    /// Telemetry whose metrics nobody serves (no `--metrics-addr`, a one-shot run): the
+    /// outcomes of passes are kept in the status alone.
+    pub fn without_metrics(beat_every: Option<Duration>) -> Telemetry {
+        Telemetry {
+            metrics_served: false,
+            ..Telemetry::new(beat_every)
         }
     }
 
@@ -121,6 +134,29 @@ impl Telemetry {
     /// resource's debt after it.
     pub fn outcome(&self, outcome: &Outcome, retry_in: Option<Duration>, reload_owed: bool) {
         let name = outcome.resource.as_str();
+        let degraded = outcome.result.is_err() || reload_owed;
+        if self.metrics_served {
+            self.count(outcome, degraded);
+        }
+        let mut status = self.status();
+        let Some(entry) = status.resources.get_mut(name) else {
+            return;
+        };
+        if outcome.is_ok() {
+            entry.applied_since_start = true;
+            if outcome.work == Work::Apply {
+                entry.revision_applied = Some(outcome.revision);
+            }
+        }
+        entry.degraded = degraded;
+        entry.reload_owed = reload_owed;
+        entry.next_retry = retry_in.map(|d| rfc3339(SystemTime::now() + d));
+        entry.last = Some(LastPass::of(outcome, now_rfc3339()));
+    }
+
+    /// A pass's outcome in the metrics.
+    fn count(&self, outcome: &Outcome, degraded: bool) {
+        let name = outcome.resource.as_str();
         let m = &self.metrics;
         if outcome.work == Work::Apply {
             m.apply_total
@@ -143,30 +179,19 @@ impl Telemetry {
             };
             m.reloads_total.with_label_values(&[name, result]).inc();
         }
-        let degraded = outcome.result.is_err() || reload_owed;
         m.resource_degraded
             .with_label_values(&[name])
             .set(i64::from(degraded));
-        let mut status = self.status();
-        let Some(entry) = status.resources.get_mut(name) else {
-            return;
-        };
         if outcome.is_ok() {
-            entry.applied_since_start = true;
             m.resource_last_success
                 .with_label_values(&[name])
                 .set(unix_now());
             if outcome.work == Work::Apply {
-                entry.revision_applied = Some(outcome.revision);
                 m.resource_revision
                     .with_label_values(&[name])
                     .set(outcome.revision);
             }
         }
-        entry.degraded = degraded;
-        entry.reload_owed = reload_owed;
-        entry.next_retry = retry_in.map(|d| rfc3339(SystemTime::now() + d));
-        entry.last = Some(LastPass::of(outcome, now_rfc3339()));
     }
 
     /// The loop turned.
