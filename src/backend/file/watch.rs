@@ -75,18 +75,13 @@ impl FileBackend {
         // Read once before the first event: the files may have changed between the
         // caller's snapshot and the watcher's start.
         let mut dirty = true;
-        let mut first = true;
         loop {
-            if dirty && !first && !settle(&mut rx, &shutdown).await {
-                return Ok(());
-            }
             if dirty && let Some(snapshot) = self.reread(selectors, &mut sent).await {
                 tokio::select! {
                     result = changes.send(Change::Reset(snapshot)) => if result.is_err() { return Ok(()) },
                     _ = shutdown.cancelled() => return Ok(()),
                 }
             }
-            first = false;
             tokio::select! {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = changes.closed() => return Ok(()),
@@ -99,6 +94,9 @@ impl FileBackend {
                     }
                     None => return Err(BackendError::transient(NAME, Action::Watch, WatchError::Stopped)),
                 },
+            }
+            if dirty && !settle(&mut rx, &shutdown).await {
+                return Ok(());
             }
         }
     }
