@@ -14,6 +14,8 @@
 
 #[path = "../tests/support/etcd.rs"]
 mod etcd;
+#[path = "support/measure.rs"]
+mod measure;
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -22,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use etcd::EtcdServer;
 use etcd_client::{Client, Txn, TxnOp};
+use measure::percentiles;
 use tokio::runtime::Runtime;
 
 const FILES: usize = 1_000;
@@ -265,17 +268,4 @@ fn poll(mut done: impl FnMut() -> bool, every: Duration) {
         assert!(Instant::now() < deadline, "gave up after {PATIENCE:?}");
         std::thread::sleep(every);
     }
-}
-
-fn percentiles(what: &str, times: &mut [Duration]) {
-    times.sort();
-    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    let at = |q: f64| times[((times.len() as f64 * q).ceil() as usize).saturating_sub(1)];
-    println!(
-        "   {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, min {:.2} ms",
-        ms(at(0.50)),
-        ms(at(0.99)),
-        ms(times[times.len() - 1]),
-        ms(times[0])
-    );
 }
